@@ -45,6 +45,9 @@ class ECSMetadata(BaseModel):
     dt: float = Field(gt=0, description="simulation timestep in seconds")
     reset_mode: Literal["to_reset", "subtract"] = "to_reset"
     input_scaling: Literal["state"] = "state"
+    readout: Literal["last", "max", "mean"] = Field(
+        "last", description="how output states over time become class scores: state at the last step, maximum or mean"
+    )
     provenance: Provenance = Field(default_factory=Provenance)
 
     # Item access for tutorial code: metadata["hardware_cfg"], metadata["quant_cfg"].

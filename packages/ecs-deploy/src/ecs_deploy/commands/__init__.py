@@ -1,0 +1,1 @@
+"""Subcommands of the ``ecs-deploy`` command line, one module each."""

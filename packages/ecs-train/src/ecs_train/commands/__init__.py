@@ -1,0 +1,1 @@
+"""Subcommands of the ``ecs-train`` command line, one module each."""
