@@ -33,15 +33,18 @@ def quantize(values: Any, fmt: FixedPointFormat) -> np.ndarray:
         bad = array[~np.isfinite(array)].ravel()[0]
         raise QuantizationError(f"cannot quantize non-finite value {bad} to {fmt}")
 
-    # Saturate in float first so that huge values cannot overflow the cast.
-    scaled = np.round(array * fmt.scale)
+    # Saturate in float first so that huge values cannot overflow the cast. A
+    # product beyond the float64 range becomes +-inf, which saturates correctly.
+    with np.errstate(over="ignore"):
+        scaled = np.round(array * fmt.scale)
     scaled = np.clip(scaled, fmt.min_int, fmt.max_int)
     return scaled.astype(np.int64)
 
 
 def count_saturated(values: Any, fmt: FixedPointFormat) -> int:
     """Count values whose rounded word lies outside the range of ``fmt``."""
-    scaled = np.round(np.asarray(values, dtype=np.float64) * fmt.scale)
+    with np.errstate(over="ignore"):
+        scaled = np.round(np.asarray(values, dtype=np.float64) * fmt.scale)
     return int(np.count_nonzero((scaled < fmt.min_int) | (scaled > fmt.max_int)))
 
 

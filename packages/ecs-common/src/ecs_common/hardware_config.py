@@ -51,7 +51,8 @@ def from_metadata(hardware_cfg: Any, quant_cfg_or_weight_format: Any = None) -> 
     value = quant_cfg_or_weight_format
     if isinstance(value, QuantConfig) or value is None:
         return AcceleratorConfig(hardware=hardware, quant=quant_config_from(value))
-    if isinstance(value, dict) and not set(value) <= {"wl", "fl"}:
+    # An empty dict (``quant_cfg: {}`` in YAML) means the default QuantConfig, not a weight format.
+    if isinstance(value, dict) and (not value or not set(value) <= {"wl", "fl"}):
         return AcceleratorConfig(hardware=hardware, quant=quant_config_from(value))
 
     weight_format = parse_format(value, "weight format")

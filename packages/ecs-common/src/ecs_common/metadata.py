@@ -42,7 +42,8 @@ class ECSMetadata(BaseModel):
     schema_version: int = SCHEMA_VERSION
     hardware_cfg: HardwareConfig = Field(default_factory=HardwareConfig)
     quant_cfg: QuantConfig = Field(default_factory=QuantConfig)
-    dt: float = Field(gt=0, description="simulation timestep in seconds")
+    # JSON has no infinity: pydantic would write an infinite dt as null, which no reader accepts.
+    dt: float = Field(gt=0, allow_inf_nan=False, description="simulation timestep in seconds")
     reset_mode: Literal["to_reset", "subtract"] = "to_reset"
     input_scaling: Literal["state"] = "state"
     readout: Literal["last", "max", "mean"] = Field(
@@ -95,8 +96,11 @@ def decode(graph_metadata: Any) -> ECSMetadata:
         raise MetadataError(f"the {METADATA_KEY!r} metadata must be a JSON object, got {type(data).__name__}")
 
     version = data.get("schema_version")
-    if not isinstance(version, int):
-        raise MetadataError(f"the {METADATA_KEY!r} metadata has no integer schema_version (got {version!r})")
+    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+        raise MetadataError(
+            f"the {METADATA_KEY!r} metadata needs a positive integer schema_version, got {version!r}; "
+            "write the file again with ecs-train"
+        )
     if version > SCHEMA_VERSION:
         raise MetadataError(
             f"the {METADATA_KEY!r} metadata has schema version {version}, newer than version {SCHEMA_VERSION} "

@@ -208,10 +208,10 @@ def integer_parameters(
         raise ValueError(f"timestep dt must be positive, got {dt}")
 
     size = params.size
-    scale = state_scale(params, dt)
     state_fmt = quant.state_format
     decay_fmt = quant.decay_format
 
+    # Check the time constants before state_scale divides by them.
     if params.kind == "if":
         k_mem = np.zeros(size, dtype=np.int64)
     else:
@@ -219,6 +219,8 @@ def integer_parameters(
     k_syn = None
     if params.kind == "cubalif":
         k_syn = decay_factors(_flat(params.tau_syn, "tau_syn", size), dt, decay_fmt, f"{name}: tau_syn")
+
+    scale = state_scale(params, dt)
 
     v_leak = _state_words(_flat(params.v_leak, "v_leak", size, 0.0), scale, state_fmt, f"{name}: v_leak")
     if params.kind == "li":
