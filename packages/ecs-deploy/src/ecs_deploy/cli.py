@@ -13,6 +13,8 @@ app = typer.Typer(
 
 # Each module below registers its subcommands on ``app`` when imported.
 from ecs_deploy.commands import simulate  # noqa: E402,F401
+from ecs_deploy.commands import bundle  # noqa: E402,F401
+from ecs_deploy.commands import transfer  # noqa: E402,F401
 
 
 def main() -> None:

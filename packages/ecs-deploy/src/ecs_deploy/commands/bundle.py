@@ -1,0 +1,73 @@
+"""``ecs-deploy bundle`` and ``ecs-deploy verify-bundle``: pack a deployment for the lab and check a copy of it."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from ecs_common.errors import ECSError
+from ecs_deploy.bundle import create_bundle, verify_bundle
+from ecs_deploy.cli import app
+
+logger = logging.getLogger(__name__)
+
+
+@app.command("bundle")
+def bundle_command(
+    sources: Annotated[
+        list[Path],
+        typer.Argument(
+            help="Folders and files to pack: memory-file folders, test-vector folders or files. "
+            "Each folder is stored under its own name.",
+            show_default=False,
+        ),
+    ],
+    out: Annotated[
+        Path,
+        typer.Option("--out", "-o", help="Bundle folder to write, or a .tar.gz/.tgz file with --archive."),
+    ],
+    nir: Annotated[
+        Path | None,
+        typer.Option("--nir", help="NIR file of the network, stored at the bundle root."),
+    ] = None,
+    archive: Annotated[
+        bool,
+        typer.Option("--archive", help="Write one gzip-compressed tar file instead of a folder."),
+    ] = False,
+    force: Annotated[
+        bool,
+        typer.Option("--force", help="Replace an existing bundle at --out."),
+    ] = False,
+) -> None:
+    """Pack memory files, test vectors and the NIR file into one checksummed bundle for the lab."""
+    try:
+        path = create_bundle(sources, out, nir_path=nir, archive=archive, force=force)
+        result = verify_bundle(path)
+    except (ECSError, OSError) as error:
+        typer.echo(f"error: {error}", err=True)
+        raise typer.Exit(1) from None
+
+    typer.echo(
+        f"Wrote bundle {path}: {len(result.files)} files ({result.total_bytes} bytes) listed in MANIFEST.json, "
+        f"checksums verified."
+    )
+
+
+@app.command("verify-bundle")
+def verify_bundle_command(
+    bundle: Annotated[
+        Path,
+        typer.Argument(help="Bundle folder or .tar.gz/.tgz archive to check.", show_default=False),
+    ],
+) -> None:
+    """Re-hash every file of a bundle and report missing, extra or changed files."""
+    try:
+        result = verify_bundle(bundle)
+    except (ECSError, OSError) as error:
+        typer.echo(f"error: {error}", err=True)
+        raise typer.Exit(1) from None
+
+    typer.echo(f"Bundle {bundle} verified: {len(result.files)} files, {result.total_bytes} bytes match MANIFEST.json.")
