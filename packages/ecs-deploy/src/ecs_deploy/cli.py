@@ -15,6 +15,9 @@ app = typer.Typer(
 from ecs_deploy.commands import simulate  # noqa: E402,F401
 from ecs_deploy.commands import bundle  # noqa: E402,F401
 from ecs_deploy.commands import transfer  # noqa: E402,F401
+from ecs_deploy.commands import memfiles  # noqa: E402,F401
+from ecs_deploy.commands import report  # noqa: E402,F401
+from ecs_deploy.commands import check  # noqa: E402,F401
 
 
 def main() -> None:
