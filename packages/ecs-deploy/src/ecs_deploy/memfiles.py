@@ -230,8 +230,8 @@ def build_images(network: Network) -> tuple[dict[int, dict[str, list[str]]], dic
         weight_lines = pack_words(layouts["weights"], {"weight": table})
 
         block_key = src_layer[mine] * (1 << 40) + src_neuron[mine]
-        starts = np.flatnonzero(np.r_[True, block_key[1:] != block_key[:-1]]) if mine.size else np.zeros(0, int)
-        ends = np.r_[starts[1:], mine.size].astype(np.int64)
+        starts = np.flatnonzero(np.r_[True, block_key[1:] != block_key[:-1]]) if mine.size else np.zeros(0, np.int64)
+        ends = np.r_[starts[1:], mine.size].astype(np.int64) if mine.size else np.zeros(0, np.int64)
         for start, end in zip(starts.tolist(), ends.tolist(), strict=True):
             first = mine[start]
             source_layer = layer_names[int(src_layer[first])]
