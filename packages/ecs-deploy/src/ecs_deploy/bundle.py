@@ -17,8 +17,8 @@ from datetime import datetime, timezone
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from ecs_common.errors import ECSError
 from ecs_deploy.__about__ import __version__
+from ecs_deploy.errors import BundleError, BundleExistsError, BundleFormatError, BundleVerificationError
 
 logger = logging.getLogger(__name__)
 
@@ -38,38 +38,6 @@ _CHUNK_BYTES = 1 << 20
 
 # An error message names at most this many files and counts the rest.
 _MAX_NAMES_IN_MESSAGE = 10
-
-
-class BundleError(ECSError):
-    """A deployment bundle cannot be created or read."""
-
-
-class BundleExistsError(BundleError, FileExistsError):
-    """The bundle's output path exists and ``force`` was not given."""
-
-
-class BundleFormatError(BundleError, ValueError):
-    """A bundle's MANIFEST.json or SHA256SUMS is missing, malformed or of an unsupported version."""
-
-
-class BundleVerificationError(BundleError):
-    """A bundle's files do not match its MANIFEST.json or SHA256SUMS.
-
-    The file names, relative to the bundle root, are kept as attributes.
-    """
-
-    def __init__(
-        self,
-        message: str,
-        *,
-        missing: Sequence[str] = (),
-        extra: Sequence[str] = (),
-        mismatched: Sequence[str] = (),
-    ) -> None:
-        super().__init__(message)
-        self.missing = tuple(missing)
-        self.extra = tuple(extra)
-        self.mismatched = tuple(mismatched)
 
 
 @dataclass(frozen=True)

@@ -16,8 +16,16 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import IO, cast
 
-from ecs_common.errors import ECSError
 from ecs_deploy.bundle import CHECKSUMS_NAME, hash_file, open_bundle, parse_checksums, verify_bundle_folder
+from ecs_deploy.errors import (
+    AuthenticationError,
+    HostKeyError,
+    HostUnreachableError,
+    RemoteChecksumError,
+    RemoteCommandError,
+    RemoteDestinationError,
+    TransferError,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -39,49 +47,6 @@ _EXIT_COMMAND_NOT_FOUND = 127
 # Destinations that --force must never replace. Paths with "." or ".." parts are rejected as well, and the
 # remote scripts reject the user's home folder.
 _UNSAFE_DESTINATIONS = frozenset({"", "/", "~"})
-
-
-class TransferError(ECSError):
-    """Copying a bundle to the FPGA host, or checking it there, failed."""
-
-
-class HostUnreachableError(TransferError, ConnectionError):
-    """No SSH connection could be opened: refused, timed out, no route, unknown host name or closed early.
-
-    ``reason`` is one of ``refused``, ``timed out``, ``unreachable``, ``unresolved`` and ``closed``.
-    """
-
-    def __init__(self, message: str, *, reason: str) -> None:
-        super().__init__(message)
-        self.reason = reason
-
-
-class HostKeyError(TransferError):
-    """The host key of the FPGA host is unknown, or differs from the stored one (``changed`` is then true)."""
-
-    def __init__(self, message: str, *, changed: bool) -> None:
-        super().__init__(message)
-        self.changed = changed
-
-
-class AuthenticationError(TransferError, PermissionError):
-    """The FPGA host rejected the user's key."""
-
-
-class RemoteDestinationError(TransferError):
-    """The destination folder on the FPGA host cannot be created, exists already, or was not found."""
-
-
-class RemoteCommandError(TransferError):
-    """A command on the FPGA host (tar, sha256sum, mv) is missing or failed."""
-
-
-class RemoteChecksumError(TransferError):
-    """Files on the FPGA host do not match the bundle's SHA256SUMS; ``verification`` names them."""
-
-    def __init__(self, message: str, *, verification: RemoteVerification) -> None:
-        super().__init__(message)
-        self.verification = verification
 
 
 @dataclass(frozen=True)
