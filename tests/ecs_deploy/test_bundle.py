@@ -480,7 +480,7 @@ def test_cli_bundle_and_verify(sources: dict[str, Path], tmp_path: Path) -> None
 
     assert created.exit_code == 0, created.output
     assert "checksums verified" in created.output
-    assert again.exit_code == 1
+    assert again.exit_code == 2
     assert again.output.strip().startswith("error: bundle output")
     assert "--force" in again.output
     assert "Traceback" not in again.output
@@ -496,6 +496,6 @@ def test_cli_verify_reports_damage(sources: dict[str, Path], tmp_path: Path) -> 
 
     result = CliRunner().invoke(app, ["verify-bundle", str(out)])
 
-    assert result.exit_code == 1
+    assert result.exit_code == 2
     assert len(result.output.strip().splitlines()) == 1
     assert "changed (network.nir)" in result.output

@@ -8,9 +8,9 @@ from typing import Annotated
 
 import typer
 
-from ecs_common.errors import ECSError
 from ecs_deploy.bundle import create_bundle, verify_bundle
 from ecs_deploy.cli import app
+from ecs_deploy.commands._shared import cli_errors
 
 logger = logging.getLogger(__name__)
 
@@ -42,13 +42,13 @@ def bundle_command(
         typer.Option("--force", help="Replace an existing bundle at --out."),
     ] = False,
 ) -> None:
-    """Pack memory files, test vectors and the NIR file into one checksummed bundle for the lab."""
-    try:
+    """Pack memory files, test vectors and the NIR file into one checksummed bundle for the lab.
+
+    Exits with 2 when a source is missing, the output exists without --force, or writing fails.
+    """
+    with cli_errors():
         path = create_bundle(sources, out, nir_path=nir, archive=archive, force=force)
         result = verify_bundle(path)
-    except (ECSError, OSError) as error:
-        typer.echo(f"error: {error}", err=True)
-        raise typer.Exit(1) from None
 
     typer.echo(
         f"Wrote bundle {path}: {len(result.files)} files ({result.total_bytes} bytes) listed in MANIFEST.json, "
@@ -63,11 +63,11 @@ def verify_bundle_command(
         typer.Argument(help="Bundle folder or .tar.gz/.tgz archive to check.", show_default=False),
     ],
 ) -> None:
-    """Re-hash every file of a bundle and report missing, extra or changed files."""
-    try:
+    """Re-hash every file of a bundle and report missing, extra or changed files.
+
+    Exits with 2 when the bundle is missing, malformed or fails verification.
+    """
+    with cli_errors():
         result = verify_bundle(bundle)
-    except (ECSError, OSError) as error:
-        typer.echo(f"error: {error}", err=True)
-        raise typer.Exit(1) from None
 
     typer.echo(f"Bundle {bundle} verified: {len(result.files)} files, {result.total_bytes} bytes match MANIFEST.json.")

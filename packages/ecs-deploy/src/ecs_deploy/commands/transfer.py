@@ -19,18 +19,20 @@ from rich.progress import (
 
 from ecs_common.errors import ECSError
 from ecs_deploy.cli import app
-from ecs_deploy.transfer import (
+from ecs_deploy.commands._shared import EXIT_INVALID_INPUT, one_line
+from ecs_deploy.errors import (
     AuthenticationError,
     HostKeyError,
     HostUnreachableError,
     RemoteChecksumError,
     RemoteDestinationError,
-    transfer_files,
 )
+from ecs_deploy.transfer import transfer_files
 
 logger = logging.getLogger(__name__)
 
-# Exit codes by failure, so that lab scripts can react without parsing messages. Any other failure exits with 1.
+# Exit codes by failure, so that lab scripts can react without parsing messages. Invalid arguments, a missing or
+# damaged local bundle and any other failure exit with 2, as in the other ecs-deploy commands.
 EXIT_CODES: dict[type[Exception], int] = {
     HostUnreachableError: 3,
     HostKeyError: 4,
@@ -109,7 +111,7 @@ def transfer_command(
                 progress=show,
             )
     except (ECSError, OSError) as error:
-        typer.echo(f"error: {error}", err=True)
+        typer.echo(f"error: {one_line(error)}", err=True)
         raise typer.Exit(_exit_code(error)) from None
 
     verification = report.verification
@@ -124,4 +126,4 @@ def _exit_code(error: Exception) -> int:
     for error_type, code in EXIT_CODES.items():
         if isinstance(error, error_type):
             return code
-    return 1
+    return EXIT_INVALID_INPUT
