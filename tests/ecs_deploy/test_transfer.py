@@ -327,6 +327,32 @@ def test_closed_port_refused_quickly(bundle: Path, tmp_path: Path) -> None:
     assert time.monotonic() - started < 10
 
 
+@pytest.mark.skipif(shutil.which("ssh") is None, reason="the OpenSSH client ssh is not installed")
+def test_silent_server_times_out(bundle: Path, tmp_path: Path) -> None:
+    # A socket that accepts TCP connections but never sends the SSH banner stands in for a hung host.
+    known_hosts = tmp_path / "known_hosts"
+    known_hosts.write_text("")
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(1)
+        port = silent.getsockname()[1]
+        started = time.monotonic()
+
+        with pytest.raises(HostUnreachableError, match=rf"port {port} timed out after 2 s") as raised:
+            transfer_files(
+                bundle,
+                host="127.0.0.1",
+                user="root",
+                dest=str(tmp_path / "far"),
+                port=port,
+                known_hosts_file=known_hosts,
+                timeout=2,
+            )
+
+    assert raised.value.reason == "timed out"
+    assert time.monotonic() - started < 20
+
+
 def test_unauthorized_key_rejected(sshd: SSHServer, bundle: Path, tmp_path: Path) -> None:
     stranger = tmp_path / "stranger_ed25519"
     generate_key(stranger)
