@@ -329,7 +329,7 @@ def test_closed_port_refused_quickly(bundle: Path, tmp_path: Path) -> None:
 
 @pytest.mark.skipif(shutil.which("ssh") is None, reason="the OpenSSH client ssh is not installed")
 def test_silent_server_times_out(bundle: Path, tmp_path: Path) -> None:
-    # A socket that accepts TCP connections but never sends the SSH banner stands in for a hung host.
+    # A socket that accepts TCP connections but never sends the SSH banner simulates a hung host.
     known_hosts = tmp_path / "known_hosts"
     known_hosts.write_text("")
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as silent:
