@@ -1,0 +1,67 @@
+"""``ecs-train check``: whether a config's network, or a trained checkpoint, fits the accelerator."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from ecs_common.errors import ECSError, ResourceError
+from ecs_train.cli import app
+
+# Exit codes: the network does not fit, or the input is invalid.
+EXIT_DOES_NOT_FIT = 1
+EXIT_INVALID_INPUT = 2
+
+
+def one_line(error: BaseException) -> str:
+    """Return an error message on one line."""
+    return " ".join(str(error).split()) or type(error).__name__
+
+
+@app.command("check")
+def check_command(
+    config: Annotated[Path, typer.Argument(help="YAML experiment config: network, hardware and quantization.")],
+    checkpoint: Annotated[
+        Path | None,
+        typer.Option(
+            "--checkpoint",
+            help="Check this trained checkpoint's weights; without it every synapse counts as present.",
+        ),
+    ] = None,
+    allow_saturation: Annotated[
+        bool, typer.Option("--allow-saturation", help="Report weights that saturate instead of failing.")
+    ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON instead of tables.")] = False,
+) -> None:
+    """Check the hardware constraints: exit 0 if the network fits, 1 with the reason if not, 2 on invalid input."""
+    if not logging.getLogger().handlers:
+        logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
+
+    # Imported here so that `ecs-train --help` does not load torch and Lightning.
+    from rich.console import Console
+
+    from ecs_train.config import load_yaml
+    from ecs_train.constraints import accelerator_config_of, constraint_report
+    from ecs_train.training import load_model
+
+    try:
+        experiment = load_yaml(config)
+        subject = experiment if checkpoint is None else load_model(experiment, checkpoint)
+        report = constraint_report(subject, accelerator_config_of(experiment), allow_saturation=allow_saturation)
+    except ResourceError as error:
+        typer.echo(f"error: {one_line(error)}", err=True)
+        raise typer.Exit(EXIT_DOES_NOT_FIT) from None
+    except (ECSError, OSError, ValueError) as error:
+        typer.echo(f"error: {one_line(error)}", err=True)
+        raise typer.Exit(EXIT_INVALID_INPUT) from None
+
+    if as_json:
+        typer.echo(json.dumps(report.to_dict(), indent=2))
+    else:
+        Console(width=120).print(report)
+    if not report.fits:
+        raise typer.Exit(EXIT_DOES_NOT_FIT)
