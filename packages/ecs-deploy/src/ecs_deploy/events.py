@@ -36,7 +36,7 @@ def check_binary(values: np.ndarray, what: str) -> None:
     else:
         bad = np.count_nonzero(values) != np.count_nonzero(values == 1)
     if bad:
-        offending = values[(values != 0) & (values != 1)].ravel()[0]
+        offending = values[(values != 0) & (values != 1)].ravel()[0].item()
         raise InputError(
             f"{what} must hold 0/1 spikes (one event per input neuron and step at most), found {offending!r}; "
             "binarize the input (for example x > 0) before simulating"

@@ -68,15 +68,22 @@ def read_nir(path: str | Path) -> nir.NIRGraph:
 
     try:
         with h5py.File(path, "r") as handle:
-            if "node" not in handle:
-                raise NIRFileError(f"{str(path)!r} is an HDF5 file but not a NIR file (it has no 'node' group)")
+            if "node" not in handle or "nodes" not in handle["node"]:
+                raise NIRFileError(f"{str(path)!r} is an HDF5 file but not a NIR graph (it has no 'node/nodes' group)")
+            node_types = _stored_node_types(handle["node"]["nodes"])
     except NIRFileError:
         raise
-    except OSError as error:
+    except (OSError, KeyError, RuntimeError) as error:
         raise NIRFileError(
             f"cannot open {str(path)!r} as HDF5 ({error}); the file is truncated, corrupt or not a NIR file: "
             "write it again with nir.write"
         ) from error
+    for name, node_type in node_types.items():
+        if node_type not in SUPPORTED_NODES:
+            raise UnsupportedNodeError(
+                f"node {name!r} in {str(path)!r} has type {node_type}, which the accelerator does not support; "
+                f"supported node types: {', '.join(SUPPORTED_NODES)}"
+            )
 
     try:
         graph = nir.read(path, type_check=True)
@@ -91,15 +98,24 @@ def read_nir(path: str | Path) -> nir.NIRGraph:
                 f"NIR graph in {str(path)!r} has an edge whose shapes disagree: {text}; "
                 "fix the exporting model so that each node's output shape equals the next node's input shape"
             ) from error
-        if "Unknown unit type" in text or "not in" in text:
-            raise UnsupportedNodeError(
-                f"NIR graph in {str(path)!r} contains an unsupported node ({text}); "
-                f"supported nodes: {', '.join(SUPPORTED_NODES)}"
-            ) from error
-        raise NIRFileError(f"invalid NIR graph in {str(path)!r}: {text or type(error).__name__}") from error
+        raise NIRFileError(
+            f"cannot read NIR graph from {str(path)!r}: {text or type(error).__name__}; the file is corrupt or was "
+            "written by an incompatible NIR version: write it again"
+        ) from error
     if not isinstance(graph, nir.NIRGraph):
         raise NIRFileError(f"{str(path)!r} holds a single {type(graph).__name__} node, not a NIR graph")
     return graph
+
+
+def _stored_node_types(nodes: h5py.Group) -> dict[str, str]:
+    """Return the type name of every node stored in a NIR file's ``node/nodes`` group."""
+    types = {}
+    for name, group in nodes.items():
+        if not isinstance(group, h5py.Group) or "type" not in group:
+            raise NIRFileError(f"node {name!r} of the NIR file has no 'type' entry; the file is corrupt")
+        value = group["type"][()]
+        types[name] = value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+    return types
 
 
 @dataclass
