@@ -65,7 +65,9 @@ def test_memfiles_writes_a_loadable_set(nir_file, tmp_path):
     assert result.exit_code == 0, result.output
     assert "Core utilization" in result.output
     assert load_mem_files(tmp_path / "mem").num_outputs == 5
-    assert_one_line_error(invoke("memfiles", network_path, "--out", tmp_path / "mem"), 2, "holds memory files already")
+    assert_one_line_error(
+        invoke("memfiles", network_path, "--out", tmp_path / "mem"), 2, "contains memory files already"
+    )
     assert invoke("memfiles", network_path, "--out", tmp_path / "mem", "--force").exit_code == 0
 
 

@@ -131,7 +131,7 @@ def test_existing_set_is_not_overwritten_without_force(tmp_path):
     network = Network(dense_net(np.random.default_rng(1)))
     network.generate_mem_files(tmp_path, print_util=False)
     before = (tmp_path / "manifest.json").read_text()
-    with pytest.raises(OutputExistsError, match="holds memory files already"):
+    with pytest.raises(OutputExistsError, match="contains memory files already"):
         network.generate_mem_files(tmp_path, print_util=False)
     assert (tmp_path / "manifest.json").read_text() == before
 

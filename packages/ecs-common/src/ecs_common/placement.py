@@ -4,10 +4,10 @@ The one definition of "does this network fit": ecs-train's constraint checker
 and ecs-deploy's mapper both call it, and neither imports torch here.
 
 Packing rule: layers never share a core. Each layer is cut into consecutive
-runs of neurons, one run per core, and a run ends as soon as adding the next
-neuron would exceed any per-core budget: neuron slots, synapses (the fan-in of
+runs of neurons, one run per core. A run ends as soon as the next neuron would
+exceed a per-core budget. The budgets are neuron slots, synapses (the fan-in of
 the neurons on the core), routes (pairs of a neuron on the core and a
-destination core it sends to) or distinct weight words. So a large layer and a
+destination core it sends to) and distinct weight words. So a large layer and a
 layer with a large fan-in both spread over several cores. A single neuron that
 exceeds a budget on its own cannot be split; it makes the network unplaceable.
 
@@ -27,9 +27,9 @@ from ecs_common.hardware import HardwareConfig
 
 RESOURCES: tuple[str, ...] = ("neurons", "synapses", "routes", "unique_weights")
 
-# Passes over the layers before the route counts are taken as final. Routes of
-# a layer depend on how its target layers are split, which for feed-forward
-# networks is settled after one pass; feedback connections may need more.
+# Maximum passes over the layers before the route counts are taken as final.
+# Routes of a layer depend on how its target layers are split. For feed-forward
+# networks one pass settles that, and recurrent connections may need more.
 _MAX_PASSES = 4
 
 
@@ -182,7 +182,7 @@ class PlacementReport:
     ``cores`` lists every core the placement needs, also those beyond
     ``num_cores`` when the network does not fit. ``synapses_to_prune`` is the
     minimum number of synapses that must go before the synapses can fit the
-    cores left after the input layers; pruning that many is necessary, not
+    cores left after the input layers. Pruning that many is necessary but not
     always sufficient.
     """
 
@@ -336,7 +336,7 @@ def _split_layer(layer: _LayerData, route_cost: np.ndarray, hardware: HardwareCo
     """Cut a layer into runs of neurons, one per core, each within every per-core budget.
 
     A neuron that exceeds a budget on its own still gets a core of its own, so
-    that the report can count it; the overflow is reported separately.
+    that the report can count it. The overflow is reported separately.
     """
     size = layer.spec.size
     cumulative = {

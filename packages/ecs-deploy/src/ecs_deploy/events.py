@@ -116,9 +116,9 @@ def events_to_dense(events: Any, num_timesteps: int, num_samples: int, num_input
 def load_samples(path: str | Path) -> tuple[np.ndarray, np.ndarray | None]:
     """Load test vectors written by ecs-train: inputs ``x`` ``[N, T, *input_shape]`` and labels ``y`` or ``None``.
 
-    A ``.npz`` file holds arrays named ``x`` and ``y`` (also accepted:
-    ``inputs``/``labels``, ``data``/``targets``); a ``.npy`` file holds only
-    the inputs. Raises :class:`InputError` naming the file and the fix.
+    A ``.npz`` file contains arrays named ``x`` and ``y`` (also accepted:
+    ``inputs``/``labels``, ``data``/``targets``). A ``.npy`` file contains
+    only the inputs. Raises :class:`InputError` naming the file and the fix.
     """
     path = Path(path)
     if not path.exists():

@@ -298,9 +298,9 @@ def run_layer(
 ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
     """Run one layer over ``n_steps`` timesteps for a batch, starting from the all-zero state.
 
-    The input comes in one of two forms. Either ``x`` holds the weighted
+    The input comes in one of two forms. Either ``x`` contains the weighted
     input per sample, step and neuron, ``[B, T_x, N]``, with integer values in
-    any numeric dtype. Or ``source`` holds the source layer's 0/1 spikes
+    any numeric dtype. Or ``source`` contains the source layer's 0/1 spikes
     ``[B, T_x, N_source]`` and ``weights`` the integer matrix
     ``[N_source, N]``, and the kernel adds the weight rows of the sources that
     spiked (event-driven, numba only), which is faster for sparse activity.

@@ -196,7 +196,7 @@ def build_images(network: Network) -> tuple[dict[int, dict[str, list[str]]], dic
         if delay >= 1 << DELAY_BITS:
             raise MemFileError(
                 f"connection {connection.source!r} -> {connection.target!r} needs a delay of {delay} steps, "
-                f"more than the {DELAY_BITS}-bit route delay field holds"
+                f"more than the {DELAY_BITS}-bit route delay field can store"
             )
         for part in connection.weights.split_to_format(fmt):
             records.append(
@@ -301,8 +301,8 @@ def write_mem_files(network: Network, out_dir: str | Path, force: bool = False) 
 
     Each file is written atomically; the manifest comes last, so a set
     without a manifest is incomplete. Raises :class:`OutputExistsError` when
-    ``out_dir`` holds a set already and ``force`` is false; with ``force`` the
-    old set's files are replaced and stale core files removed.
+    ``out_dir`` contains a set already and ``force`` is false. With ``force``
+    the old set's files are replaced and stale core files removed.
     """
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
@@ -310,7 +310,7 @@ def write_mem_files(network: Network, out_dir: str | Path, force: bool = False) 
     existing = _existing_set(out_dir) if out_dir.exists() else []
     if existing and not force:
         raise OutputExistsError(
-            f"{str(out_dir)!r} holds memory files already ({existing[0].name}, ...); pass force=True (--force) "
+            f"{str(out_dir)!r} contains memory files already ({existing[0].name}, ...); pass force=True (--force) "
             "to overwrite them or choose another directory"
         )
     images, description = build_images(network)
@@ -390,7 +390,8 @@ def _read_files(directory: Path, manifest: dict[str, Any]) -> dict[int, dict[str
         lines = data.decode("ascii").splitlines()
         if len(lines) != entry["entries"]:
             raise MemFileError(
-                f"memory file {str(path)!r} has {len(lines)} words, the manifest says {entry['entries']}"
+                f"memory file {str(path)!r} has {len(lines)} words but the manifest lists {entry['entries']}; "
+                "generate the memory files again"
             )
         images.setdefault(int(entry["core"]), {})[entry["kind"]] = lines
     for core, kinds in images.items():
@@ -470,7 +471,10 @@ def load_mem_files(directory: str | Path, backend: str = "auto") -> Network:
                 raise MemFileError(f"layer {spec['name']!r} sits on core {core}, which has no files")
             words = columns[core]["neurons"]
             if words["kind"].size != count:
-                raise MemFileError(f"core {core} holds {words['kind'].size} neuron words, the manifest says {count}")
+                raise MemFileError(
+                    f"core {core} has {words['kind'].size} neuron words but the manifest lists {count}; "
+                    "generate the memory files again"
+                )
             core_layer[core] = (spec["name"], first, count)
             parts.append(words)
         merged = {name: np.concatenate([part[name] for part in parts]) for name in parts[0]}

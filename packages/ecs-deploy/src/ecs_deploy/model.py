@@ -8,7 +8,7 @@ chain of layers the output's ``D`` is ``ecs_common.neuron.network_latency``.
 A connection from layer ``s`` to layer ``l`` therefore delivers spikes
 ``D_l - D_s`` steps after they were emitted, and a recurrent connection (a
 layer onto itself) one step after. A layer starts updating at step ``D_l``,
-when its first input can arrive, and holds its all-zero initial state before.
+when its first input can arrive, and keeps its all-zero initial state before.
 With these rules the state of layer ``l`` at step ``s`` equals the delay-free
 reference (ecs-train's quantized forward) at step ``s - D_l``.
 """
@@ -37,8 +37,8 @@ LAYER_KINDS: tuple[str, ...] = (RELAY, "lif", "li", "if", "cubalif")
 class SynapseMatrix:
     """Integer weights of one connection in coordinate format, ``shape = (targets, sources)``.
 
-    Each ``(target, source)`` pair appears at most once and every stored
-    weight is nonzero. Weights are exact integer sums in weight-format LSBs and
+    :meth:`from_coordinates` and :meth:`from_dense` merge repeated
+    ``(target, source)`` pairs and drop zero weights. Weights are exact integer sums in weight-format LSBs and
     may exceed the weight word range where pooling adds several weights up;
     :meth:`split_to_format` turns such entries into several synapses.
     """
@@ -123,7 +123,7 @@ class IntegerLayer:
     """One population: input relays, or neurons with integer parameters and bias words.
 
     ``shape`` is the population's shape in the NIR graph (for example
-    ``(C, H, W)``); neurons are numbered in C order. ``bias`` holds the
+    ``(C, H, W)``); neurons are numbered in C order. ``bias`` contains the
     state-format words added to every neuron's input at every step.
     """
 

@@ -163,7 +163,11 @@ class Network:
     # Placement.
 
     def placement_report(self) -> PlacementReport:
-        """Return the placement report (usage per core and layer, pruning needs); never raises ResourceError."""
+        """Return the placement report: usage per core and layer, and pruning needs.
+
+        A network that does not fit gets a report with ``fits`` false and the
+        :class:`ResourceError` in ``error``, which is not raised.
+        """
         if self._report is None:
             self._report = placement_report(self.model.layer_specs(), self.model.hardware)
         return self._report
@@ -250,7 +254,7 @@ class Network:
         or rows ``(timestep, sample, neuron)`` / ``(timestep, neuron)``). With
         several samples in it, ``sample`` picks one. ``num_timesteps``
         defaults to the last input step + 1 + :attr:`latency`, so every input
-        step is answered: the output at step ``t + latency`` reflects the
+        step gets its output: the output at step ``t + latency`` reflects the
         input of step ``t``. Returns a list over timesteps of lists of
         :class:`FixedPointValue` in the state format (``to_float()`` gives
         state units).
@@ -294,7 +298,7 @@ class Network:
 
         ``states`` is a :class:`BatchResult`, an array ``[T_sim, B, N_out]``
         or ``[T_sim, N_out]``, or the list that :meth:`simulate` returns.
-        Only the steps from :attr:`latency` on, which answer input, count:
+        Only the steps from :attr:`latency` on, which reflect input, count:
         ``"last"`` takes the last step, ``"max"`` the maximum and ``"mean"``
         the mean over them. ``readout`` defaults to the metadata's. Returns an
         ``int64`` array ``[B]``, or an ``int`` for a single sample.
@@ -317,7 +321,7 @@ class Network:
         aligned = words[self.latency :]
         if not aligned.shape[0]:
             raise InputError(
-                f"states cover {words.shape[0]} steps, but outputs answer input only from step {self.latency} on; "
+                f"states cover {words.shape[0]} steps, but outputs reflect input only from step {self.latency} on; "
                 f"simulate at least {self.latency + 1} steps"
             )
         if readout == "last":
@@ -370,7 +374,7 @@ class Network:
         """Write one memory-file set per core plus ``manifest.json`` into ``out_dir``; return the manifest path.
 
         Raises :class:`ResourceError` when the network does not fit and
-        :class:`OutputExistsError` when ``out_dir`` holds a set already and
+        :class:`OutputExistsError` when ``out_dir`` contains a set already and
         ``force`` is false. With ``print_util`` the utilization table is printed.
         """
         from ecs_deploy.memfiles import write_mem_files

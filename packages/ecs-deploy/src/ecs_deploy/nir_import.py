@@ -10,7 +10,7 @@ carries weight 1.0, the word ``2**fl`` of the weight format.
 
 Trained weights and biases are quantized to the weight format once, and the
 structural nodes are applied to the integer words, so the collapsed matrix
-holds exact integer sums. Bias words are added to the target neurons' input
+contains exact integer sums. Bias words are added to the target neurons' input
 at every step.
 """
 
@@ -103,7 +103,9 @@ def read_nir(path: str | Path) -> nir.NIRGraph:
             "written by an incompatible NIR version: write it again"
         ) from error
     if not isinstance(graph, nir.NIRGraph):
-        raise NIRFileError(f"{str(path)!r} holds a single {type(graph).__name__} node, not a NIR graph")
+        raise NIRFileError(
+            f"{str(path)!r} contains a single {type(graph).__name__} node, not a NIR graph; export the whole network"
+        )
     return graph
 
 
@@ -583,7 +585,10 @@ def import_graph(
                     np.concatenate([old_matrix.weight, matrix.weight]),
                     matrix.shape,
                 )
-                bias = old_bias if bias is None else (bias if old_bias is None else bias + old_bias)
+                if bias is None:
+                    bias = old_bias
+                elif old_bias is not None:
+                    bias = bias + old_bias
             chains[(population, end)] = (matrix, bias)
 
     if len(output_sources) != 1:

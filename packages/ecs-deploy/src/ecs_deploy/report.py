@@ -141,7 +141,7 @@ def write_report(
 
     The raster shows sample ``sample_index`` of ``samples`` (``[N, T, *input_shape]``);
     without samples it shows seeded random input of the given ``density``
-    (spikes per input neuron and step), and its title says so. Returns the
+    (spikes per input neuron and step), and its title states that. Returns the
     paths written and the placement report.
     """
     out_dir = Path(out_dir)

@@ -1,14 +1,16 @@
 """Bit-accurate simulators of an integer network: a vectorized batch simulator and a step-by-step one.
 
 Both produce the accelerator's timing (see :mod:`ecs_deploy.model`): layer
-``l`` at step ``s`` holds the delay-free reference state of step ``s - D_l``.
+``l`` at step ``s`` has the delay-free reference state of step ``s - D_l``.
 
 :class:`BatchSimulator` exploits that: it runs each layer over all
 timesteps and the whole batch at once, without delays, and shifts the result
 by ``D_l`` at the end. The weighted input of a layer is one matrix product
 of the source's spike matrix ``[B * T, N_source]`` with the integer weight
-matrix, in float32 where every sum is exact (below ``2**24``), else float64
-or int64; the neuron update runs in a fused kernel (:mod:`ecs_deploy.kernels`).
+matrix. It runs in float32 where every sum is exact (below ``2**24``), else
+in float64 or int64. For sparse activity the numba kernel instead adds the
+weight rows of the sources that spiked. The neuron update runs in a fused
+kernel (:mod:`ecs_deploy.kernels`).
 
 :func:`run_steps` is the plain reference: it advances every layer one step at
 a time through delay lines with ``ecs_common.neuron.integer_step``, as the
@@ -39,7 +41,7 @@ FLOAT64_EXACT = 2**53
 # multiply-adds per source), not a measured optimum.
 EVENT_DENSITY_MAX = 0.1
 
-# How a layer's weighted input is summed: "gemm" (matrix product), "event"
+# Methods of summing a layer's weighted input: "gemm" (matrix product), "event"
 # (weight rows per spike, numba only) or "auto" (event below EVENT_DENSITY_MAX).
 SYNAPSE_MODES: tuple[str, ...] = ("auto", "gemm", "event")
 
@@ -48,10 +50,10 @@ SYNAPSE_MODES: tuple[str, ...] = ("auto", "gemm", "event")
 class BatchResult:
     """Output of :meth:`BatchSimulator.run`.
 
-    ``output_states`` holds the output layer's membrane words per step,
+    ``output_states`` contains the output layer's membrane words per step,
     ``[T_sim, B, N_out]`` (``int64``, state format). ``spike_counts`` maps
     every layer, the input relays included, to its spikes per sample and
-    neuron over the run (``[B, N]``). ``spikes`` holds, only when requested,
+    neuron over the run (``[B, N]``). ``spikes`` contains, only when requested,
     the full rasters per layer, ``bool [T_sim, B, N]``. ``latency`` is the
     number of steps between an input event and the output state it causes.
     """
@@ -134,7 +136,7 @@ class BatchSimulator:
             self.recurrent[layer.name] = recurrent[0].weights.to_dense(np.int64).T.copy() if recurrent else None
 
     def _use_events(self, name: str, density: float) -> bool:
-        """Whether layer ``name`` sums its input per spike rather than by a matrix product."""
+        """Return whether layer ``name`` sums its input per spike rather than by a matrix product."""
         if self.backend != "numba" or len(self.feedforward[name]) != 1 or self.synapse_mode == "gemm":
             return False
         return self.synapse_mode == "event" or density < EVENT_DENSITY_MAX
@@ -240,7 +242,7 @@ def run_steps(
 ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """Advance the network one accelerator step at a time, the way the cores do.
 
-    ``inputs`` holds binary input frames ``[T, B, N_in]``. Every spike waits
+    ``inputs`` contains binary input frames ``[T, B, N_in]``. Every spike waits
     in a delay line for its connection's delay; a layer updates from step
     ``D_l`` on. Returns the output states ``[T_sim, B, N_out]`` (``int64``) and
     every layer's spikes (``bool [T_sim, B, N]``).
