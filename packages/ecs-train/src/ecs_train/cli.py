@@ -14,6 +14,8 @@ app = typer.Typer(
 # Each module below registers its subcommands on ``app`` when imported.
 from ecs_train.commands import fit  # noqa: E402,F401
 from ecs_train.commands import export  # noqa: E402,F401
+from ecs_train.commands import check  # noqa: E402,F401
+from ecs_train.commands import prune  # noqa: E402,F401
 
 
 def main() -> None:
