@@ -4,9 +4,10 @@ The NIR neuron equations, integrated with forward Euler at timestep ``dt``, are
 
 * LIF / LI: ``v <- v + k * (v_leak - v + r * x)`` with ``k = dt / tau_mem``
 * IF: ``v <- v + dt * r * x``
-* CubaLIF: ``v <- v + k_mem * (v_leak - v + r * I)``, then
-  ``I <- I + k_syn * (w_in * x - I)`` with ``k_syn = dt / tau_syn``
-  (the membrane sees the current of the previous step, as in norse)
+* CubaLIF: the current jumps first, ``I <- I + k_syn * w_in * x``, the
+  membrane integrates the jumped current, ``v <- v + k_mem * (v_leak - v + r * I)``,
+  then the current decays, ``I <- I - k_syn * I``, with ``k_syn = dt / tau_syn``
+  (the order of norse 1.1.0's ``lif_feed_forward_step``)
 
 where ``x`` is the weighted sum of arriving spikes. The accelerator adds
 weights without multiplying, so the input scaling ``r * k`` is folded into
@@ -18,6 +19,9 @@ by ``s`` once, and the trained weights are added as they are, which keeps the
 full weight precision. Per timestep and neuron the integer arithmetic is
 
 ``u <- sat(u - ((u - u_leak) * K >> fl_k) + x)``
+
+(for CubaLIF, ``i <- sat(i + x)``, ``u <- sat(u - ((u - u_leak) * K_mem >> fl_k) + i)``,
+``i <- i - (i * K_syn >> fl_k)``)
 
 with ``K`` the decay factor ``k`` in the decay format ``Q(wl_k, fl_k)``,
 ``>>`` an arithmetic shift (floor) and ``sat`` saturation to the state format.
@@ -44,8 +48,8 @@ NEURON_KINDS: tuple[str, ...] = ("lif", "li", "if", "cubalif")
 RESET_MODES: tuple[str, ...] = ("to_reset", "subtract")
 
 # Timesteps each neuron kind adds between its input and its output. A CubaLIF
-# membrane sees its synaptic current one step late, so it adds two.
-LAYER_LATENCY = {"lif": 1, "li": 1, "if": 1, "cubalif": 2}
+# membrane integrates the current that jumped in the same step, so it adds one too.
+LAYER_LATENCY = {"lif": 1, "li": 1, "if": 1, "cubalif": 1}
 
 # Timesteps the core pipeline adds once, on top of the layer latencies.
 PIPELINE_LATENCY = 1
@@ -270,8 +274,9 @@ def integer_step(
     leak = np.right_shift((v - params.v_leak) * params.k_mem, fl_k)
     if params.kind == "cubalif":
         assert state.i is not None and params.k_syn is not None
-        v = saturate(v - leak + state.i, fmt)
-        current = saturate(state.i - np.right_shift(state.i * params.k_syn, fl_k) + x, fmt)
+        jumped = saturate(state.i + x, fmt)
+        v = saturate(v - leak + jumped, fmt)
+        current = jumped - np.right_shift(jumped * params.k_syn, fl_k)
     else:
         v = saturate(v - leak + x, fmt)
         current = None
@@ -314,8 +319,9 @@ def float_step(
         k_mem = dt / _flat(params.tau_mem, "tau_mem", size)
         k_syn = dt / _flat(params.tau_syn, "tau_syn", size)
         w_in = _flat(params.w_in, "w_in", size, 1.0)
+        current = current + k_syn * w_in * x
         v = v + k_mem * (v_leak - v + r * current)
-        current = current + k_syn * (w_in * x - current)
+        current = current - k_syn * current
 
     if params.kind == "li":
         return v, current, np.zeros(v.shape, dtype=bool)
