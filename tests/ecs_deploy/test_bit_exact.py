@@ -182,3 +182,73 @@ def test_recurrent_layer_matches_reference():
         np.testing.assert_array_equal(result.output_states[latency:], np.stack(expected), err_msg=backend)
     step_states, _ = network.simulate_steps(inputs.transpose(1, 0, 2), 20 + latency)
     np.testing.assert_array_equal(step_states[latency:], np.stack(expected))
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_runs_shorter_than_latency(backend):
+    rng = np.random.default_rng(9)
+    network = Network(dense_net(rng))
+    network.backend = backend
+    inputs = random_inputs(rng, 2, 5, (24,), 0.5)
+    full = network.simulate_batch(inputs, 8).output_states
+    for steps in range(network.latency + 2):
+        result = network.simulate_batch(inputs, steps)
+        assert result.output_states.shape == (steps, 2, 5)
+        np.testing.assert_array_equal(result.output_states, full[:steps])
+        step_states, _ = network.simulate_steps(inputs.transpose(1, 0, 2), steps)
+        np.testing.assert_array_equal(step_states, full[:steps])
+
+
+def test_skip_connection_matches_reference(tmp_path):
+    """The output layer hears the input directly and through a hidden layer; both arrive aligned."""
+    rng = np.random.default_rng(13)
+    w_hidden, w_out, w_skip = words(rng, (10, 8)), words(rng, (4, 10)), words(rng, (4, 8), -20, 20)
+    nodes = {
+        "input": nir.Input(np.array([8])),
+        "fc": nir.Linear(w_hidden),
+        "lif": neuron_node("lif", (10,), rng),
+        "fc_out": nir.Linear(w_out),
+        "skip": nir.Linear(w_skip),
+        "li": neuron_node("li", (4,), rng),
+        "output": nir.Output(np.array([4])),
+    }
+    edges = [
+        ("input", "fc"),
+        ("fc", "lif"),
+        ("lif", "fc_out"),
+        ("fc_out", "li"),
+        ("input", "skip"),
+        ("skip", "li"),
+        ("li", "output"),
+    ]
+    network = Network(nir.NIRGraph(nodes=nodes, edges=edges, metadata=metadata()))
+    delays = network.model.layer_delays()
+    assert delays == {"input": 1, "lif": 2, "li": 3}
+    skip = next(c for c in network.model.connections if c.source == "input" and c.target == "li")
+    assert network.model.connection_delay(skip) == 2
+
+    inputs = random_inputs(rng, 3, 15, (8,), 0.4)
+    layers = {layer.name: layer for layer in network.model.layers}
+    fmt = QuantConfig().weight_format
+    q_hidden, q_out, q_skip = quantize(w_hidden, fmt), quantize(w_out, fmt), quantize(w_skip, fmt)
+    hidden, out = initial_state(layers["lif"].params, (3,)), initial_state(layers["li"].params, (3,))
+    expected = []
+    for t in range(15):
+        frame = inputs[:, t].astype(np.int64)
+        hidden, fired = integer_step(layers["lif"].params, hidden, frame @ q_hidden.T)
+        out, _ = integer_step(layers["li"].params, out, fired.astype(np.int64) @ q_out.T + frame @ q_skip.T)
+        expected.append(out.v.copy())
+
+    latency = network.latency
+    for backend in BACKENDS:
+        network.backend, network._simulator = backend, None
+        result = network.simulate_batch(inputs)
+        np.testing.assert_array_equal(result.output_states[latency:], np.stack(expected), err_msg=backend)
+    step_states, _ = network.simulate_steps(inputs.transpose(1, 0, 2))
+    np.testing.assert_array_equal(step_states[latency:], np.stack(expected))
+
+    from ecs_deploy.memfiles import load_mem_files
+
+    network.generate_mem_files(tmp_path, print_util=False)
+    reloaded = load_mem_files(tmp_path)
+    np.testing.assert_array_equal(reloaded.simulate_batch(inputs).output_states, result.output_states)

@@ -159,7 +159,8 @@ class BatchSimulator:
             batch, steps, width = source_spikes.shape
             if source_spikes.dtype != dtype:
                 source_spikes = source_spikes.astype(dtype)
-            products.append((source_spikes.reshape(batch * steps, width) @ weights).reshape(batch, steps, -1))
+            product = source_spikes.reshape(batch * steps, width) @ weights
+            products.append(product.reshape(batch, steps, weights.shape[1]))
         if len(products) == 1:
             return products[0]
 

@@ -149,9 +149,7 @@ def simulate_command(
         raise typer.Exit(EXIT_MISMATCH)
 
 
-def _summary(
-    network: Network, samples: Path, evaluation: Evaluation, comparison: Comparison | None
-) -> dict[str, Any]:
+def _summary(network: Network, samples: Path, evaluation: Evaluation, comparison: Comparison | None) -> dict[str, Any]:
     """Return the JSON summary of a simulation run: accuracy, predictions, spike totals and the comparison."""
     correct = None if evaluation.labels is None else int(np.sum(evaluation.predictions == evaluation.labels))
     return {
