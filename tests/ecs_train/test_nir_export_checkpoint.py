@@ -61,8 +61,7 @@ MODEL_CASES: dict[str, tuple[dict[str, object], tuple[int, ...], int]] = {
     "lif": ({}, (2, 5, 5), 0),
     "lif_subtract": ({"reset_mode": "subtract"}, (2, 5, 5), 0),
     "if": ({"neuron_type": "if", "v_reset": -0.25}, (2, 5, 5), 0),
-    # The ECS CubaLIF step feeds the membrane the previous step's current: one step of lag.
-    "cubalif": ({"neuron_type": "cubalif", "v_reset": -0.25}, (2, 5, 5), 1),
+    "cubalif": ({"neuron_type": "cubalif", "v_reset": -0.25}, (2, 5, 5), 0),
     "conv": ({"architecture": "conv", "conv_channels": [3, 4], "init_gain": 8.0, "v_threshold": 0.3}, (2, 8, 8), 0),
 }
 

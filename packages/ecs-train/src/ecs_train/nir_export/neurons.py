@@ -257,11 +257,9 @@ def convert_iaf(module: torch.nn.Module, context: LayerContext) -> ConvertedLaye
 def convert_lif(module: torch.nn.Module, context: LayerContext) -> ConvertedLayer:
     """``LIFCell``/``LIF`` to ``CubaLIF`` with ``w_in = tau_syn / dt``, or to ``LIF`` when ``dt * tau_syn_inv = 1``.
 
-    NOTE: ``ecs_common.neuron.float_step`` feeds the CubaLIF membrane the
-    current of the previous step, while norse's membrane already sees this
-    step's input. So the exported layer answers one step later than the torch
-    layer. Its outputs equal the torch outputs delayed by one step when
-    ``v_leak`` is 0 and no bias acts after it before the output.
+    ``ecs_common.neuron.float_step`` follows norse's order (current jump,
+    membrane update, current decay), so the exported layer answers in the
+    same step as the torch layer.
     """
     _check_dt(module, context)
     p: Any = module.p
@@ -321,21 +319,17 @@ def convert_lif_recurrent(module: torch.nn.Module, context: LayerContext) -> Con
     """``LIFRecurrentCell``/``LIFRecurrent`` to ``Linear -> LIF`` plus a recurrent ``Linear`` edge.
 
     Only when ``dt * tau_syn_inv = 1``. With a lasting synaptic current the
-    neuron is a CubaLIF, whose ECS reference step (``ecs_common.neuron.float_step``)
-    feeds the membrane the current of the previous step. In a feed-forward
-    network that only delays the layer by one step, but inside a recurrent
-    loop it changes the dynamics, so such a cell is rejected rather than
-    exported as a different network. The recurrent edge carries the spikes of
-    the previous step, as norse's ``lif_step`` does.
+    neuron would be a recurrent CubaLIF layer, which this exporter does not
+    build. The recurrent edge carries the spikes of the previous step, as
+    norse's ``lif_step`` does.
     """
     _check_dt(module, context)
     p: Any = module.p
     if not _synapse_decays_fully(p, context):
         raise UnsupportedModuleError(
-            f"{context.module_label} ({type(module).__name__}) has a synaptic current (dt * tau_syn_inv != 1); a "
-            "recurrent CubaLIF layer would not reproduce norse's dynamics, because the ECS CubaLIF step feeds the "
-            "membrane the previous step's current. Set tau_syn_inv = 1 / dt, or build the recurrence from "
-            "LIFBoxCell layers",
+            f"{context.module_label} ({type(module).__name__}) has a synaptic current (dt * tau_syn_inv != 1), "
+            "and recurrent CubaLIF layers are not supported by the exporter. Set tau_syn_inv = 1 / dt, or build "
+            "the recurrence from LIFBoxCell layers",
             path=context.path,
             module_type=qualified_name(type(module)),
         )
