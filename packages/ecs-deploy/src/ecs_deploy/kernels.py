@@ -100,8 +100,10 @@ def _run_numpy(
 
         leak = np.right_shift((v - p.v_leak) * p.k_mem, p.decay_fl)
         if p.cubalif:
-            v = np.clip(v - leak + current, p.state_min, p.state_max)
-            current = np.clip(current - np.right_shift(current * p.k_syn, p.decay_fl) + drive, p.state_min, p.state_max)
+            # The current jumps by the input, the membrane integrates it, then the current decays.
+            jumped = np.clip(current + drive, p.state_min, p.state_max)
+            v = np.clip(v - leak + jumped, p.state_min, p.state_max)
+            current = jumped - np.right_shift(jumped * p.k_syn, p.decay_fl)
         else:
             v = np.clip(v - leak + drive, p.state_min, p.state_max)
 
@@ -140,9 +142,10 @@ if HAVE_NUMBA:
         """Advance one neuron by one step; returns (membrane, current, fired)."""
         leak = ((v - v_leak) * k_mem) >> decay_fl
         if cubalif:
-            value = v - leak + current
-            flow = current - ((current * k_syn) >> decay_fl) + drive
-            current = min(max(flow, state_min), state_max)
+            # The current jumps by the input, the membrane integrates it, then the current decays.
+            jumped = min(max(current + drive, state_min), state_max)
+            value = v - leak + jumped
+            current = jumped - ((jumped * k_syn) >> decay_fl)
         else:
             value = v - leak + drive
         value = min(max(value, state_min), state_max)
