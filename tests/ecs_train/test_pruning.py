@@ -206,7 +206,8 @@ def test_masks_survive_checkpoint_save_and_load(trained: tuple[ExperimentConfig,
     assert PRUNING_KEY in stored
     assert record is not None
     assert record.sparsity == pytest.approx(0.3, abs=1e-4)
-    assert record.accuracy_before is not None and record.accuracy_after is not None
+    assert record.accuracy_before is not None
+    assert record.accuracy_after is not None
     for name, mask in result.record.masks.items():
         assert torch.equal(record.masks[name], mask)
         weight = dict(plain.network.named_parameters())[name].detach()
@@ -303,3 +304,48 @@ def test_fit_hardware_on_fitting_network_prunes_nothing(trained: tuple[Experimen
     assert sparsity_to_fit(model.network, accelerator_config_of(config)) == pytest.approx(
         weight_sparsity(model.network)
     )
+
+
+# The prune command.
+
+
+def test_prune_command_writes_checkpoint(trained: tuple[ExperimentConfig, Path], tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from ecs_train.cli import app
+    from ecs_train.config import save_yaml
+
+    config, checkpoint = trained
+    config_path = save_yaml(config, tmp_path / "config.yaml")
+    out = tmp_path / "pruned.ckpt"
+    arguments = ["prune", str(config_path), "--checkpoint", str(checkpoint), "--sparsity", "0.4"]
+    arguments += ["--fine-tune-epochs", "1", "--limit-batches", str(LIMIT_BATCHES), "--out", str(out)]
+
+    result = CliRunner().invoke(app, arguments)
+    again = CliRunner().invoke(app, arguments)
+
+    assert result.exit_code == 0, result.output
+    assert "accuracy before pruning (quantized, test):" in result.output
+    assert "weight sparsity: 40.00%" in result.output
+    assert "the network fits the accelerator" in result.output
+    assert out.is_file()
+    _, record = load_pruned_model(config, out)
+    assert record is not None
+    assert record.sparsity == pytest.approx(0.4, abs=1e-4)
+    assert again.exit_code == 2
+    assert "exists already; pass --force" in again.output
+
+
+def test_prune_command_needs_a_target(trained: tuple[ExperimentConfig, Path], tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from ecs_train.cli import app
+    from ecs_train.config import save_yaml
+
+    config, checkpoint = trained
+    config_path = save_yaml(config, tmp_path / "config.yaml")
+
+    result = CliRunner().invoke(app, ["prune", str(config_path), "--checkpoint", str(checkpoint)])
+
+    assert result.exit_code == 2
+    assert "nothing to prune: give --sparsity" in result.output

@@ -286,7 +286,8 @@ def _check_saturation(stats: list[WeightStats], fmt: FixedPointFormat) -> None:
     raise WeightSaturationError(
         f"{total} weight(s) saturate in the weight format {fmt} (range {fmt.min_value:g} to {fmt.max_value:g}): "
         f"{listing}. Use a weight format with more integer bits, add weight decay, or train with quantization "
-        "(mode qat) so that the clipping is learned; pass allow_saturation=True (--allow-saturation) to accept it"
+        "(mode qat) so that the network learns the clipping; pass allow_saturation=True (--allow-saturation) to "
+        "accept it"
     )
 
 
@@ -617,7 +618,7 @@ def constraint_report(
     model_or_config: Any,
     accelerator_config: Any = None,
     *,
-    allow_saturation: bool = False,
+    allow_saturation: bool | None = None,
     search_pruning: bool = True,
 ) -> ConstraintReport:
     """Check a network against the accelerator and return the per-layer, per-resource and per-core report.
@@ -634,9 +635,15 @@ def constraint_report(
     cores than the accelerator has; :class:`EmptyLayerError` when every
     weight of a layer is zero; :class:`ecs_common.errors.QuantizationError`
     when a layer's weights all round to zero or a decay factor rounds to zero;
-    :class:`WeightSaturationError` when weights saturate, unless
-    ``allow_saturation``. A network that does not fit otherwise is no error:
-    the report says why and what pruning it needs.
+    :class:`WeightSaturationError` when weights saturate (see below). A
+    network that does not fit otherwise is no error: the report says why and
+    what pruning it needs.
+
+    Saturated weights: ``allow_saturation`` True lists them in the report,
+    False raises. None (the default) raises for a float network, whose
+    weights would be clipped only when quantized after training, and lists
+    them for a quantized network. A quantized network computes with the
+    clipped words already, so its measured accuracy includes the clipping.
     """
     network, accelerator, dense = _resolve(model_or_config, accelerator_config)
     hardware = accelerator.hardware
@@ -652,7 +659,7 @@ def constraint_report(
         stats: list[WeightStats] = []
     else:
         words, floats, stats = _model_words(stages, fmt)
-        if not allow_saturation:
+        if allow_saturation is False or (allow_saturation is None and not network.quantized):
             _check_saturation(stats, fmt)
         for item in stats:
             if item.num_saturated:
@@ -829,7 +836,7 @@ def check_constraints(
     accelerator_config: Any = None,
     model: Any = None,
     *,
-    allow_saturation: bool = False,
+    allow_saturation: bool | None = None,
 ) -> ConstraintCheck:
     """Check a feed-forward network against the accelerator.
 

@@ -420,7 +420,7 @@ def prune_model(
     limit_batches: float | int | None = None,
     split: str = "test",
     measure_without_fine_tuning: bool = False,
-    allow_saturation: bool = False,
+    allow_saturation: bool | None = None,
 ) -> PruningResult:
     """Prune ``model`` in place to ``sparsity``, or further until it fits the accelerator, and fine-tune it.
 

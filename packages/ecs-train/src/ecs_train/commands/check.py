@@ -33,7 +33,11 @@ def check_command(
         ),
     ] = None,
     allow_saturation: Annotated[
-        bool, typer.Option("--allow-saturation", help="Report weights that saturate instead of failing.")
+        bool,
+        typer.Option(
+            "--allow-saturation",
+            help="Report saturating weights instead of failing; a quantized checkpoint reports them anyway.",
+        ),
     ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON instead of tables.")] = False,
 ) -> None:
@@ -51,7 +55,8 @@ def check_command(
     try:
         experiment = load_yaml(config)
         subject = experiment if checkpoint is None else load_model(experiment, checkpoint)
-        report = constraint_report(subject, accelerator_config_of(experiment), allow_saturation=allow_saturation)
+        accelerator = accelerator_config_of(experiment)
+        report = constraint_report(subject, accelerator, allow_saturation=True if allow_saturation else None)
     except ResourceError as error:
         typer.echo(f"error: {one_line(error)}", err=True)
         raise typer.Exit(EXIT_DOES_NOT_FIT) from None

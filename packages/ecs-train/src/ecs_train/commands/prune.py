@@ -66,7 +66,11 @@ def prune_command(
         ),
     ] = False,
     allow_saturation: Annotated[
-        bool, typer.Option("--allow-saturation", help="Report weights that saturate instead of failing.")
+        bool,
+        typer.Option(
+            "--allow-saturation",
+            help="Report saturating weights instead of failing; a quantized checkpoint reports them anyway.",
+        ),
     ] = False,
     out: Annotated[
         Path | None,
@@ -116,7 +120,7 @@ def prune_command(
             limit_batches=limit_batches,
             split=split,
             measure_without_fine_tuning=without_fine_tuning,
-            allow_saturation=allow_saturation,
+            allow_saturation=True if allow_saturation else None,
         )
         save_pruned_checkpoint(model, target_path, result.record, force=force)
     except ResourceError as error:
