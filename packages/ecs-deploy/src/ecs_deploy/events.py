@@ -20,7 +20,8 @@ from ecs_deploy.errors import InputError
 
 logger = logging.getLogger(__name__)
 
-EVENT_DTYPE = np.dtype([("timestep", np.int64), ("sample", np.int64), ("neuron", np.int64)])
+EVENT_FIELDS: tuple[str, ...] = ("timestep", "sample", "neuron")
+EVENT_DTYPE = np.dtype([(name, np.int64) for name in EVENT_FIELDS])
 
 # Array names accepted in an .npz sample file, in order of preference.
 _INPUT_KEYS = ("x", "inputs", "data", "samples", "spikes")
@@ -79,11 +80,11 @@ def as_events(events: Any) -> np.ndarray:
     Rows of ``(timestep, neuron)`` are accepted too and belong to sample 0.
     """
     if isinstance(events, np.ndarray) and events.dtype.names is not None:
-        missing = [name for name in EVENT_DTYPE.names if name not in events.dtype.names]
+        missing = [name for name in EVENT_FIELDS if name not in events.dtype.names]
         if missing:
-            raise InputError(f"event array lacks field(s) {missing}; expected fields {EVENT_DTYPE.names}")
+            raise InputError(f"event array lacks field(s) {missing}; expected fields {EVENT_FIELDS}")
         result = np.empty(events.shape[0], dtype=EVENT_DTYPE)
-        for name in EVENT_DTYPE.names:
+        for name in EVENT_FIELDS:
             result[name] = events[name]
     else:
         rows = np.asarray(events if len(events) else np.zeros((0, 3)), dtype=np.int64)

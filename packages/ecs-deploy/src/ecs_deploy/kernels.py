@@ -24,7 +24,7 @@ try:
 
     HAVE_NUMBA = True
 except ImportError:  # numba is an optional dependency (the "fast" extra)
-    numba = None
+    numba = None  # type: ignore[assignment]
     HAVE_NUMBA = False
 
 

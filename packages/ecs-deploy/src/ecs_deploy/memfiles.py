@@ -192,10 +192,10 @@ def build_images(network: Network) -> tuple[dict[int, dict[str, list[str]]], dic
     # Every synapse as (source layer, source neuron, destination core, target slot, weight, delay).
     records = []
     for connection in model.connections:
-        delay = model.connection_delay(connection)
-        if delay >= 1 << DELAY_BITS:
+        steps = model.connection_delay(connection)
+        if steps >= 1 << DELAY_BITS:
             raise MemFileError(
-                f"connection {connection.source!r} -> {connection.target!r} needs a delay of {delay} steps, "
+                f"connection {connection.source!r} -> {connection.target!r} needs a delay of {steps} steps, "
                 f"more than the {DELAY_BITS}-bit route delay field can store"
             )
         for part in connection.weights.split_to_format(fmt):
@@ -206,15 +206,14 @@ def build_images(network: Network) -> tuple[dict[int, dict[str, list[str]]], dic
                     core_of[connection.target][part.target],
                     slot_of[connection.target][part.target],
                     part.weight,
-                    np.full(part.nnz, delay),
+                    np.full(part.nnz, steps),
                 )
             )
     if records:
-        src_layer, src_neuron, dst_core, dst_slot, weight, delay = (
-            np.concatenate(column) for column in zip(*records, strict=True)
-        )
+        synapse_columns = [np.concatenate(column) for column in zip(*records, strict=True)]
     else:
-        src_layer = src_neuron = dst_core = dst_slot = weight = delay = np.zeros(0, dtype=np.int64)
+        synapse_columns = [np.zeros(0, dtype=np.int64) for _ in range(6)]
+    src_layer, src_neuron, dst_core, dst_slot, weight, delay = synapse_columns
 
     # Group synapses per destination core into one block per (source layer, source neuron).
     images: dict[int, dict[str, list[str]]] = {}

@@ -349,10 +349,12 @@ class Network:
         if batch_size <= 0:
             raise InputError(f"batch_size must be positive, got {batch_size}")
         total = inputs.shape[0]
-        predictions, states, counts = [], [], {}
+        predictions: list[np.ndarray] = []
+        states: list[np.ndarray] = []
+        counts: dict[str, list[np.ndarray]] = {}
         for start in range(0, total, batch_size):
             result = self.simulate_batch(inputs[start : start + batch_size], num_timesteps)
-            predictions.append(self.predict(result))
+            predictions.append(np.asarray(self.predict(result)))
             states.append(result.output_states.transpose(1, 0, 2))
             for name, value in result.spike_counts.items():
                 counts.setdefault(name, []).append(value)

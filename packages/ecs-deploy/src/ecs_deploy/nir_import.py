@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import h5py
 import nir
@@ -28,7 +28,7 @@ import numpy as np
 from ecs_common.errors import QuantizationError
 from ecs_common.fixed_point import count_saturated, quantize, quantize_nonzero
 from ecs_common.formats import FixedPointFormat
-from ecs_common.neuron import NeuronParameters, integer_parameters
+from ecs_common.neuron import NeuronKind, NeuronParameters, ResetMode, integer_parameters
 from ecs_deploy.config import DeployConfig, resolve_config
 from ecs_deploy.errors import GraphError, NIRFileError, ShapeMismatchError, UnsupportedNodeError
 from ecs_deploy.model import RELAY, IntegerConnection, IntegerLayer, IntegerNetwork, SynapseMatrix
@@ -180,7 +180,8 @@ def _image_shape(chain: _Chain, node: str, kind: str) -> tuple[int, int, int]:
             f"{kind} node {node!r} needs a (channels, height, width) input, got shape {chain.shape}; "
             "remove the Flatten before it or export the input with its image shape"
         )
-    return chain.shape  # type: ignore[return-value]
+    channels, height, width = chain.shape
+    return channels, height, width
 
 
 def _output_length(size: int, kernel: int, stride: int, padding: int, dilation: int) -> int:
@@ -327,11 +328,14 @@ class _Importer:
 
     def neuron_layer(self, name: str, node: Any, bias: np.ndarray | None) -> IntegerLayer:
         """Turn a NIR neuron node into an integer layer with ``ecs_common.neuron.integer_parameters``."""
-        kind = NEURON_NODES[type(node)]
+        kind = cast(NeuronKind, NEURON_NODES[type(node)])
         shape = self._population_shape(node)
 
-        def flat(value: Any) -> np.ndarray | None:
-            return None if value is None else np.asarray(value, dtype=np.float64).ravel()
+        def flat(value: Any) -> np.ndarray:
+            return np.asarray(value, dtype=np.float64).ravel()
+
+        def optional(value: Any) -> np.ndarray | None:
+            return None if value is None else flat(value)
 
         if kind in ("lif", "li"):
             params = NeuronParameters(
@@ -339,8 +343,8 @@ class _Importer:
                 r=flat(node.r),
                 v_leak=flat(node.v_leak),
                 tau_mem=flat(node.tau),
-                v_threshold=flat(getattr(node, "v_threshold", None)),
-                v_reset=flat(getattr(node, "v_reset", None)),
+                v_threshold=optional(getattr(node, "v_threshold", None)),
+                v_reset=optional(getattr(node, "v_reset", None)),
             )
         elif kind == "if":
             params = NeuronParameters(
@@ -362,7 +366,8 @@ class _Importer:
                 v_reset=flat(node.v_reset),
             )
         try:
-            integer = integer_parameters(params, self.config.dt, self.config.quant, self.config.reset_mode, name=name)
+            reset_mode = cast(ResetMode, self.config.reset_mode)
+            integer = integer_parameters(params, self.config.dt, self.config.quant, reset_mode, name=name)
         except ValueError as error:
             if isinstance(error, QuantizationError):
                 raise
@@ -484,7 +489,7 @@ class _Importer:
         """Follow every path from a population through linear nodes; return (end node, chain) pairs."""
         size = int(np.prod(shape))
         results = []
-        stack = [
+        stack: list[tuple[str, _Chain, tuple[str, ...]]] = [
             (successor, _Chain(None, None, shape, size), (population,)) for successor in self.successors[population]
         ]
         while stack:
