@@ -202,15 +202,21 @@ if HAVE_NUMBA:
             v = np.zeros(size, dtype=np.int64)
             current = np.zeros(size, dtype=np.int64)
             drive = np.zeros(size, dtype=np.int64)
+            spiking = np.zeros(max(num_sources, 1), dtype=np.int64)
             for t in range(n_steps):
                 for n in range(size):
                     drive[n] = bias[n]
                 if t < steps_with_input:
                     if event_driven:
+                        # Collect the spiking sources without branches, then add their weight rows.
+                        active = 0
                         for j in range(num_sources):
-                            if source[b, t, j] != 0:
-                                for n in range(size):
-                                    drive[n] += weights[j, n]
+                            spiking[active] = j
+                            active += source[b, t, j] != 0
+                        for a in range(active):
+                            row = weights[spiking[a]]
+                            for n in range(size):
+                                drive[n] += row[n]
                     else:
                         for n in range(size):
                             drive[n] += np.int64(x[b, t, n])
