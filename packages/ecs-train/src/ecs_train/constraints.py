@@ -548,8 +548,12 @@ def _neuron_capacity_error(specs: list[LayerSpec], hardware: HardwareConfig) -> 
     largest = max(specs, key=lambda spec: spec.size)
     listing = ", ".join(f"{name}: {count}" for name, count in cores.items())
     remedies = [f"set num_cores to at least {needed} (synapses may need more)"]
+    if len(specs) <= hardware.num_cores:
+        slots = _neuron_slots_to_fit(specs, hardware.num_cores)
+        remedies.append(f"raise num_neurons_core to at least {slots}")
+    remedies.append(f"make layer {largest.name!r} smaller (for input relays: a smaller input, e.g. downsampled)")
+
     if largest.size > per_core:
-        remedies.append(f"raise num_neurons_core to at least {largest.size}")
         resource, limit, demand = "neurons", per_core, largest.size
         head = (
             f"layer {largest.name!r} has {largest.size} neurons, more than the {per_core} neuron slots of a core "
@@ -558,7 +562,6 @@ def _neuron_capacity_error(specs: list[LayerSpec], hardware: HardwareConfig) -> 
     else:
         resource, limit, demand = "cores", hardware.num_cores, needed
         head = f"layers never share a core, so the {len(specs)} layers need {needed} cores"
-    remedies.append(f"make layer {largest.name!r} smaller (for input relays: a smaller input, e.g. downsampled)")
     message = (
         f"network does not fit: {head}; the neurons alone need {needed} cores ({listing}) but the accelerator "
         f"has {hardware.num_cores} (num_cores), and pruning cannot help because pruning removes synapses, not "
@@ -567,6 +570,21 @@ def _neuron_capacity_error(specs: list[LayerSpec], hardware: HardwareConfig) -> 
     return NeuronCapacityError(
         message, layer=largest.name, core=hardware.num_cores, resource=resource, limit=limit, demand=demand
     )
+
+
+def _neuron_slots_to_fit(specs: list[LayerSpec], num_cores: int) -> int:
+    """Return the fewest neuron slots per core with which the layers' neurons fit ``num_cores`` cores.
+
+    Layers never share a core, so the caller ensures there are at least as many cores as layers.
+    """
+    low, high = 1, max(spec.size for spec in specs)  # high always fits: one core per layer
+    while low < high:
+        middle = (low + high) // 2
+        if sum(math.ceil(spec.size / middle) for spec in specs) <= num_cores:
+            high = middle
+        else:
+            low = middle + 1
+    return low
 
 
 def _resolve(model_or_config: Any, accelerator_config: Any) -> tuple[SpikingNetwork, AcceleratorConfig, bool]:
