@@ -19,6 +19,10 @@ class MetadataError(ECSError, ValueError):
     """The ``ecs`` metadata of a NIR graph is missing, malformed or too new."""
 
 
+class VectorFileError(ECSError, ValueError):
+    """A test-vector file (samples or expected outputs) is missing, malformed or too new."""
+
+
 class ResourceError(ECSError):
     """A network does not fit the accelerator.
 
