@@ -12,10 +12,13 @@ app = typer.Typer(
 )
 
 # Each module below registers its subcommands on ``app`` when imported.
-from ecs_train.commands import fit  # noqa: E402,F401
-from ecs_train.commands import export  # noqa: E402,F401
-from ecs_train.commands import check  # noqa: E402,F401
-from ecs_train.commands import prune  # noqa: E402,F401
+from ecs_train.commands import (  # noqa: E402
+    check,  # noqa: F401
+    export,  # noqa: F401
+    fit,  # noqa: F401
+    prune,  # noqa: F401
+    run,  # noqa: F401
+)
 
 
 def main() -> None:
