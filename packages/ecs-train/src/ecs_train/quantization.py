@@ -369,9 +369,11 @@ class QuantizedNeuron(nn.Module):
         current = state.i
         leak = self._decay(v, self.v_leak, self.k_mem)
         if self.kind == "cubalif":
-            # The membrane integrates the current of the previous step.
-            v = self._saturate(v - leak + current)
-            current = self._saturate(current - self._decay(current, 0.0, self.k_syn) + x)
+            # norse 1.1.0's order, as in integer_step: the input jumps into the synaptic current, the membrane
+            # integrates that current in the same step, then the current decays.
+            jumped = self._saturate(current + x)
+            v = self._saturate(v - leak + jumped)
+            current = jumped - self._decay(jumped, 0.0, self.k_syn)
         else:
             v = self._saturate(v - leak + x)
 
