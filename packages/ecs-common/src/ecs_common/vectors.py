@@ -146,7 +146,7 @@ def _write_npz(path: Path, arrays: Mapping[str, np.ndarray], force: bool) -> Pat
         os.umask(umask)
         os.chmod(temporary, 0o666 & ~umask)
         with os.fdopen(descriptor, "wb") as handle:
-            np.savez_compressed(handle, **arrays)
+            np.savez_compressed(handle, **dict(arrays))  # type: ignore[arg-type]
         os.replace(temporary, path)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
@@ -162,7 +162,7 @@ def sample_arrays(x: Any, y: Any = None) -> dict[str, np.ndarray]:
         raise VectorFileError(f"samples must be [N, T, *input_shape], got shape {inputs.shape}")
     if inputs.size and not np.all((inputs == 0) | (inputs == 1)):
         raise VectorFileError("samples must hold 0/1 events (one per input neuron and step at most)")
-    arrays = {"x": inputs.astype(np.uint8)}
+    arrays: dict[str, np.ndarray] = {"x": inputs.astype(np.uint8)}
     if y is not None:
         labels = np.asarray(y).astype(np.int64).ravel()
         if labels.size != inputs.shape[0]:

@@ -151,7 +151,9 @@ def simulate_and_compare(
     names = {name: relay if name == INPUT_LAYER else name for name in expected.spike_counts}
     missing = sorted(name for name, layer in names.items() if layer not in delays)
 
-    predictions, states, aligned_counts = [], [], {name: [] for name in names if name not in missing}
+    predictions: list[np.ndarray] = []
+    states: list[np.ndarray] = []
+    aligned_counts: dict[str, list[np.ndarray]] = {name: [] for name in names if name not in missing}
     run_counts: dict[str, list[np.ndarray]] = {}
     for start in range(0, count, batch_size):
         result = network.simulate_batch(inputs[start : start + batch_size], steps + latency, record_spikes=True)
