@@ -32,9 +32,9 @@
 # contain the same code; `python examples/make_notebook.py` writes the
 # notebook from the script. Run the script from the repository root with the
 # project's virtual environment, `python examples/tutorial.py`, or open the
-# notebook in Jupyter. With the defaults the whole run took about 1.5 minutes
-# on a shared 2-core x86_64 machine without GPU. These environment variables
-# change the settings:
+# notebook in Jupyter. With the defaults the whole run took 1.5 to 3 minutes
+# on a shared 2-core x86_64 machine without GPU, depending on its load. These
+# environment variables change the settings:
 #
 # | variable | default | meaning |
 # |---|---|---|
