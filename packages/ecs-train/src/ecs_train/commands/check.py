@@ -32,6 +32,10 @@ def check_command(
             help="Check this trained checkpoint's weights; without it every synapse counts as present.",
         ),
     ] = None,
+    data_dir: Annotated[
+        Path | None,
+        typer.Option("--data-dir", help="Folder with the dataset's recordings; overrides data_cfg.data_dir."),
+    ] = None,
     allow_saturation: Annotated[
         bool,
         typer.Option(
@@ -54,6 +58,8 @@ def check_command(
 
     try:
         experiment = load_yaml(config)
+        if data_dir is not None:
+            experiment.data_cfg.data_dir = data_dir
         subject = experiment if checkpoint is None else load_model(experiment, checkpoint)
         accelerator = accelerator_config_of(experiment)
         report = constraint_report(subject, accelerator, allow_saturation=True if allow_saturation else None)

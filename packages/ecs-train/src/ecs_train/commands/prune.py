@@ -26,6 +26,10 @@ def prune_command(
     checkpoint: Annotated[
         Path, typer.Option("--checkpoint", help="Checkpoint file, or a folder holding final.ckpt or last.ckpt.")
     ],
+    data_dir: Annotated[
+        Path | None,
+        typer.Option("--data-dir", help="Folder with the dataset's recordings; overrides data_cfg.data_dir."),
+    ] = None,
     sparsity: Annotated[
         float | None,
         typer.Option(
@@ -93,6 +97,8 @@ def prune_command(
 
     try:
         experiment = load_yaml(config)
+        if data_dir is not None:
+            experiment.data_cfg.data_dir = data_dir
         pruning_cfg = experiment.pruning_cfg
         target = pruning_cfg.sparsity if sparsity is None else sparsity
         fit = pruning_cfg.fit_hardware if fit_hardware is None else fit_hardware
