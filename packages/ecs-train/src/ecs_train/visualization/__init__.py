@@ -1,0 +1,1 @@
+"""Plots of training progress and network activity."""
