@@ -7,6 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from hypothesis import given
+from hypothesis import strategies as st
 
 from ecs_train.data import DataConfig, DatasetFormatError, build_data_module, shared_data_dir
 from ecs_train.data.nmnist import decode_events, events_to_frames, read_label_list, read_recording
@@ -44,6 +46,26 @@ def test_decode_known_bytes():
     np.testing.assert_array_equal(events["y"], [33, 5, 0])
     np.testing.assert_array_equal(events["p"], [1, 0, 0])
     np.testing.assert_array_equal(events["t"], [0x010203, 0x7FFFFF, 10])
+
+
+@given(
+    st.lists(
+        st.tuples(st.integers(0, 33), st.integers(0, 33), st.integers(0, (1 << 23) - 1), st.integers(0, 1)),
+        max_size=50,
+    )
+)
+def test_decode_inverts_encode(events):
+    x = [event[0] for event in events]
+    y = [event[1] for event in events]
+    t = [event[2] for event in events]
+    p = [event[3] for event in events]
+
+    decoded = decode_events(encode_events(x, y, t, p))
+
+    assert decoded["x"].tolist() == x
+    assert decoded["y"].tolist() == y
+    assert decoded["t"].tolist() == t
+    assert decoded["p"].tolist() == p
 
 
 def test_read_recording_round_trip(tmp_path):

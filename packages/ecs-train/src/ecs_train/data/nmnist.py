@@ -42,6 +42,8 @@ def decode_events(raw: bytes | np.ndarray, source: str = "<bytes>") -> np.ndarra
     events["p"] = fields[:, 2] >> 7
     events["t"] = ((fields[:, 2] & 0x7F) << 16) | (fields[:, 3] << 8) | fields[:, 4]
 
+    # NOTE: tonic 1.7.0's reader treats y = 240 as a timestamp-overflow marker. Recordings of about
+    # 0.3 s need no such marker and the 1,100 sample recordings contain none, so one is rejected here.
     outside = (events["x"] >= NMNIST_SENSOR_PIXELS) | (events["y"] >= NMNIST_SENSOR_PIXELS)
     if outside.any():
         first = int(np.flatnonzero(outside)[0])

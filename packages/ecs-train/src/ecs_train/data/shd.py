@@ -21,6 +21,8 @@ FILE_NAMES: dict[Part, str] = {"train": "shd_train.h5", "test": "shd_test.h5"}
 # An SHD file contains ragged arrays of spike times in seconds and of unit (channel) indices 0-699,
 # one per recording, and integer class labels 0-19 (English and German digits). It also contains
 # extra/keys (class names), extra/speaker and extra/meta_info, which this reader does not need.
+# NOTE: the layout follows tonic 1.7.0's SHD reader. This reader and the tonic download below have
+# run only on small fixture files in that layout, not on the released files.
 TIMES_KEY = "spikes/times"
 UNITS_KEY = "spikes/units"
 LABELS_KEY = "labels"
