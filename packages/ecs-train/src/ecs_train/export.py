@@ -140,11 +140,14 @@ def _export_one(
         prepare_quantized(network, config.model_cfg.quant_cfg)
 
     data_module = build_data_module(config.data_cfg, batch_size=config.trainer_cfg.batch_size)
-    test_x, test_y = data_module.test_arrays(len(data_module.split("test")))
+    test_size = len(data_module.split("test"))
+    if not 0 < num_samples <= test_size:
+        raise ConfigError(
+            f"num_samples={num_samples} is invalid: the test split has {test_size} samples; request 1 to {test_size}"
+        )
+    test_x, test_y = data_module.test_arrays(test_size)
     floats: NetworkRun = float_run(network, test_x, test_y)
     quantized: NetworkRun = run_network(network, test_x, test_y)
-    if not 0 < num_samples <= len(test_x):
-        raise ConfigError(f"num_samples={num_samples} is invalid: the test split has {len(test_x)} samples")
     x, y = test_x[:num_samples].astype(np.uint8), test_y[:num_samples]
     run = run_network(network, x, y, record_spikes=True)
 
