@@ -26,6 +26,12 @@ ENVIRONMENTS: dict[str, dict[str, Any]] = {
             "ecs_deploy.network": "import ecs_deploy.network",
         },
     },
+    "ecs-deploy[fast]": {
+        "install": [str(REPO_ROOT / "packages" / "ecs-common"), str(REPO_ROOT / "packages" / "ecs-deploy") + "[fast]"],
+        "imports": {
+            "ecs_deploy.network": "import ecs_deploy.network",
+        },
+    },
     "rockpool+xylosim": {
         "install": ["rockpool", "xylosim"],
         "imports": {
@@ -157,7 +163,7 @@ def distribution_sizes(python: Path) -> dict[str, int]:
 
 def measure_environment(name: str, spec: dict[str, Any], root: Path, repeats: int) -> dict[str, Any]:
     """Install one environment into a fresh venv under ``root`` and measure its size and import times."""
-    venv = root / name.replace("+", "_")
+    venv = root / name.replace("+", "_").replace("[", "_").replace("]", "")
     python = create_venv(venv)
     empty_bytes, empty_files = directory_size(venv)
 

@@ -6,7 +6,15 @@ import argparse
 from typing import Any
 
 import numpy as np
-from common import EcsDeployRunner, load_average, make_inputs, make_network, time_interleaved, write_result
+from common import (
+    EcsDeployRunner,
+    limit_threads,
+    load_average,
+    make_inputs,
+    make_network,
+    time_interleaved,
+    write_result,
+)
 
 BASE = {"samples": 64, "timesteps": 100, "hidden": 128}
 N_IN = 256
@@ -55,16 +63,20 @@ def measure_series(name: str, values: tuple[int, ...], base: dict[str, int], rep
         setting = {**base, name: value}
         point = measure_point(setting["samples"], setting["timesteps"], setting["hidden"], repeats)
         points.append(point)
-        print(f"{name}={value}: {point['best_s'] * 1e3:.2f} ms")
+        print(f"{name}={value}: {point['best_s'] * 1e3:.2f} ms wall, {point['best_cpu_s'] * 1e3:.2f} ms CPU")
     x = np.array(values, dtype=float)
-    y = np.array([point["best_s"] for point in points])
+    wall = np.array([point["best_s"] for point in points])
+    cpu = np.array([point["best_cpu_s"] for point in points])
     return {
         "varied": name,
         "fixed": {key: value for key, value in base.items() if key != name},
         "points": points,
-        "fit": linear_fit(x, y),
+        "fit": linear_fit(x, wall),
+        # Process CPU time is the load-independent measure when one thread runs.
+        "fit_cpu": linear_fit(x, cpu),
         # Doubling the quantity should double the cost minus the fixed part.
-        "time_ratio_last_over_first": float(y[-1] / y[0]),
+        "time_ratio_last_over_first": float(wall[-1] / wall[0]),
+        "cpu_time_ratio_last_over_first": float(cpu[-1] / cpu[0]),
         "size_ratio_last_over_first": float(x[-1] / x[0]),
         "load_average_before": load_before,
         "load_average_after": load_average(),
@@ -75,15 +87,26 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="smaller series and 2 repeats, for a smoke run")
     parser.add_argument("--repeats", type=int, default=5, help="timed runs per point; the best counts")
+    parser.add_argument("--threads", type=int, help="limit numba and BLAS to this many threads")
     args = parser.parse_args()
+
+    import numba  # noqa: F401
+
+    threads = limit_threads(args.threads)
 
     series = QUICK_SERIES if args.quick else SERIES
     base = {"samples": 16, "timesteps": 50, "hidden": 128} if args.quick else BASE
     repeats = 2 if args.quick else args.repeats
     results = {name: measure_series(name, values, base, repeats) for name, values in series.items()}
     write_result(
-        "scaling",
-        {"network": f"{N_IN}-hidden-{N_OUT}", "input_density": DENSITY, "repeats": repeats, "series": results},
+        "scaling" + (f"_threads{args.threads}" if args.threads else ""),
+        {
+            "threads": threads,
+            "network": f"{N_IN}-hidden-{N_OUT}",
+            "input_density": DENSITY,
+            "repeats": repeats,
+            "series": results,
+        },
         quick=args.quick,
     )
 

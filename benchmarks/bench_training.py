@@ -11,7 +11,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from common import load_average, ratio, results_dir, write_result
+# Imported before limit_threads runs, so that --threads limits torch's thread pool.
+import torch  # noqa: F401
+from common import limit_threads, load_average, ratio, results_dir, write_result
 from pytorch_lightning.callbacks import Callback
 
 # The experiment both loops train: the repository's digits configuration
@@ -32,11 +34,14 @@ class EpochTimer(Callback):
     def __init__(self) -> None:
         self.epochs: list[dict[str, Any]] = []
         self._start = 0.0
+        self._cpu_start = 0.0
         self._end: float | None = None
+        self._cpu_end = 0.0
         self._samples = 0
 
     def on_train_epoch_start(self, trainer: Any, pl_module: Any) -> None:
         self._start = time.perf_counter()
+        self._cpu_start = time.process_time()
         self._end = None
         self._samples = 0
 
@@ -46,14 +51,18 @@ class EpochTimer(Callback):
     def on_validation_epoch_start(self, trainer: Any, pl_module: Any) -> None:
         if not trainer.sanity_checking and self._end is None:
             self._end = time.perf_counter()
+            self._cpu_end = time.process_time()
 
     def on_train_epoch_end(self, trainer: Any, pl_module: Any) -> None:
-        end = self._end if self._end is not None else time.perf_counter()
+        if self._end is None:
+            self._end = time.perf_counter()
+            self._cpu_end = time.process_time()
         self.epochs.append(
             {
                 "epoch": trainer.current_epoch,
                 "quantized": bool(pl_module.network.quantized),
-                "train_s": end - self._start,
+                "train_s": self._end - self._start,
+                "train_cpu_s": self._cpu_end - self._cpu_start,
                 "samples": self._samples,
             }
         )
@@ -74,23 +83,31 @@ def experiment_config(output_dir: Path, float_epochs: int, qat_epochs: int, limi
     return config
 
 
-def run_ecs_train(config: Any, profile_path: Path | None) -> dict[str, Any]:
+def run_ecs_train(config: Any) -> dict[str, Any]:
     """Run ``trainer.fit`` as ``ecs-train fit`` does and return the per-epoch training times."""
     from ecs_train.training import initialize_experiment
 
     trainer, model, data_module = initialize_experiment(config)
     timer = EpochTimer()
     trainer.callbacks.append(timer)
-
-    profiler = cProfile.Profile() if profile_path is not None else None
     load_before = load_average()
-    if profiler is not None:
-        profiler.enable()
     trainer.fit(model, datamodule=data_module)
-    if profiler is not None:
-        profiler.disable()
-        write_profile(profiler, profile_path)
     return {"epochs": timer.epochs, "load_average_before": load_before, "data_module": data_module}
+
+
+def profile_ecs_train(config: Any, path: Path) -> None:
+    """Profile a separate, untimed fit (one float and one QAT epoch of 10 batches) with cProfile."""
+    from ecs_train.training import initialize_experiment
+
+    config.trainer_cfg.num_epochs = 1
+    config.trainer_cfg.qat_epochs = 1
+    config.trainer_cfg.limit_batches = 10
+    trainer, model, data_module = initialize_experiment(config)
+    profiler = cProfile.Profile()
+    profiler.enable()
+    trainer.fit(model, datamodule=data_module)
+    profiler.disable()
+    write_profile(profiler, path)
 
 
 def plain_model(network_cfg: Any, input_size: int, num_classes: int) -> Any:
@@ -159,6 +176,7 @@ def run_plain_loop(config: Any, data_module: Any, epochs: int) -> dict[str, Any]
     results = []
     for epoch in range(epochs):
         start = time.perf_counter()
+        cpu_start = time.process_time()
         samples = 0
         for index, (x, y) in enumerate(loader):
             if index >= max_batches:
@@ -168,7 +186,15 @@ def run_plain_loop(config: Any, data_module: Any, epochs: int) -> dict[str, Any]
             loss.backward()
             optimizer.step()
             samples += int(y.shape[0])
-        results.append({"epoch": epoch, "quantized": False, "train_s": time.perf_counter() - start, "samples": samples})
+        results.append(
+            {
+                "epoch": epoch,
+                "quantized": False,
+                "train_s": time.perf_counter() - start,
+                "train_cpu_s": time.process_time() - cpu_start,
+                "samples": samples,
+            }
+        )
     return {"epochs": results, "load_average_before": load_before}
 
 
@@ -189,6 +215,7 @@ def summarize(epochs: list[dict[str, Any]], load_before: list[float]) -> dict[st
     return {
         "samples_per_s": best["samples"] / best["train_s"],
         "epoch_s": best["train_s"],
+        "epoch_cpu_s": min(entry["train_cpu_s"] for entry in timed),
         "samples_per_epoch": best["samples"],
         "epochs_s": [entry["train_s"] for entry in epochs],
         "load_average_before": load_before,
@@ -198,17 +225,23 @@ def summarize(epochs: list[dict[str, Any]], load_before: list[float]) -> dict[st
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--qat-epochs", type=int, default=4, help="QAT epochs to time (the first is a warm-up)")
-    parser.add_argument("--profile", action="store_true", help="also write a cProfile of ecs-train's fit")
+    parser.add_argument(
+        "--profile", action="store_true", help="after the timed runs, profile a short ecs-train fit with cProfile"
+    )
     parser.add_argument("--quick", action="store_true", help="2 QAT epochs of 5 batches, for a smoke run")
+    parser.add_argument("--threads", type=int, help="limit torch and BLAS to this many threads")
     args = parser.parse_args()
+    threads = limit_threads(args.threads)
 
     qat_epochs = 2 if args.quick else args.qat_epochs
     limit = 5 if args.quick else 1.0
     with tempfile.TemporaryDirectory(prefix="ecs-bench-train-") as tmp:
         config = experiment_config(Path(tmp), float_epochs=1, qat_epochs=qat_epochs, limit_batches=limit)
-        profile_path = results_dir(args.quick) / "training_profile.txt" if args.profile else None
-        ecs = run_ecs_train(config, profile_path)
+        ecs = run_ecs_train(config)
         plain = run_plain_loop(config, ecs.pop("data_module"), epochs=qat_epochs + 1)
+        if args.profile:
+            suffix = f"_threads{args.threads}" if args.threads else ""
+            profile_ecs_train(config, results_dir(args.quick) / f"training_profile{suffix}.txt")
 
     # The first ecs-train epoch trains in float; the QAT epochs follow it.
     float_epochs = [entry for entry in ecs["epochs"] if not entry["quantized"]]
@@ -219,13 +252,18 @@ def main() -> None:
         "plain norse + torch loop": summarize(plain["epochs"], plain["load_average_before"]),
     }
     qat_slowdown = ratio(loops["ecs-train fit, QAT epochs"]["epoch_s"], loops["plain norse + torch loop"]["epoch_s"])
+    qat_cpu_slowdown = ratio(
+        loops["ecs-train fit, QAT epochs"]["epoch_cpu_s"], loops["plain norse + torch loop"]["epoch_cpu_s"]
+    )
     write_result(
-        "training",
+        "training" + (f"_threads{args.threads}" if args.threads else ""),
         {
+            "threads": threads,
             "config": str(CONFIG_FILE.relative_to(CONFIG_FILE.parent.parent)),
             "limit_batches": limit,
             "loops": loops,
             "qat_time_over_plain": qat_slowdown,
+            "qat_cpu_time_over_plain": qat_cpu_slowdown,
             "target_time_over_plain": TARGET_SLOWDOWN,
             "meets_target": qat_slowdown <= TARGET_SLOWDOWN,
             "load_average_after": load_average(),

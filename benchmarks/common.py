@@ -261,19 +261,26 @@ def time_interleaved(
 
     Round-robin order spreads load changes from other processes over all
     candidates instead of penalizing whichever ran during a busy spell.
-    Returns per candidate the best and median wall time in seconds and all runs.
+    Returns per candidate the best and median wall time in seconds, all runs,
+    and the best process CPU time (all threads of this process together).
     """
     for function in candidates.values():
         for _ in range(warmup):
             function()
 
     runs: dict[str, list[float]] = {name: [] for name in candidates}
+    cpu_runs: dict[str, list[float]] = {name: [] for name in candidates}
     for _ in range(repeats):
         for name, function in candidates.items():
+            cpu_start = time.process_time()
             start = time.perf_counter()
             function()
             runs[name].append(time.perf_counter() - start)
-    return {name: summarize_runs(values) for name, values in runs.items()}
+            cpu_runs[name].append(time.process_time() - cpu_start)
+    summaries = {}
+    for name, values in runs.items():
+        summaries[name] = {**summarize_runs(values), "best_cpu_s": float(np.min(cpu_runs[name]))}
+    return summaries
 
 
 def summarize_runs(values: list[float]) -> dict[str, Any]:
@@ -283,6 +290,28 @@ def summarize_runs(values: list[float]) -> dict[str, Any]:
         "median_s": float(np.median(values)),
         "runs_s": [float(value) for value in values],
     }
+
+
+def limit_threads(threads: int | None) -> dict[str, Any]:
+    """Limit BLAS, OpenMP, numba and torch to ``threads`` threads each; ``None`` keeps their defaults.
+
+    Returns the thread counts in effect, for the result file. Call it after
+    importing the simulators and before timing them.
+    """
+    settings: dict[str, Any] = {"requested": threads}
+    if threads is not None:
+        from threadpoolctl import threadpool_limits
+
+        threadpool_limits(threads)
+    for module_name in ("numba", "torch"):
+        module = sys.modules.get(module_name)
+        if module is None:
+            continue
+        if threads is not None:
+            module.set_num_threads(threads)
+        settings[module_name] = int(module.get_num_threads())
+    settings["thread_pools"] = {str(info.get("filepath")): info.get("num_threads") for info in blas_info()}
+    return settings
 
 
 def _lscpu_summary() -> dict[str, str]:
@@ -316,7 +345,7 @@ def blas_info() -> list[dict[str, Any]]:
         from threadpoolctl import threadpool_info
     except ImportError:
         return [{"error": "threadpoolctl is not installed"}]
-    keys = ("internal_api", "prefix", "version", "architecture", "num_threads", "threading_layer")
+    keys = ("internal_api", "prefix", "version", "architecture", "num_threads", "threading_layer", "filepath")
     return [{key: info.get(key) for key in keys} for info in threadpool_info()]
 
 

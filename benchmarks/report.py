@@ -30,27 +30,32 @@ def load_text(values: list[float] | None) -> str:
     return "/".join(f"{value:.2f}" for value in values) if values else "-"
 
 
-def deploy_table(result: dict[str, Any]) -> str:
-    """Format the deploy simulation results: best times, throughput and ecs-deploy's speedups."""
+def deploy_table(result: dict[str, Any], key: str = "best_s") -> str:
+    """Format the deploy simulation results: best times, throughput and ecs-deploy's speedups.
+
+    ``key`` selects the time: ``"best_s"`` (wall) or ``"best_cpu_s"`` (process CPU time).
+    """
     rows = []
     for network in result["networks"]:
         for batch, entry in network["batches"].items():
             timings = entry["timings"]
-            ecs = timings["ecs-deploy"]
-            speedup = entry["speedup_of_ecs_deploy"]
+            ecs = timings["ecs-deploy"][key]
+            batch_size = int(batch)
+            steps = result["timesteps"]
             rows.append(
                 [
                     network["network"],
                     batch,
-                    f"{ecs['best_s'] * 1e3:.2f}",
-                    f"{ecs['samples_per_s']:,.0f}",
-                    f"{ecs['timesteps_per_s']:,.0f}",
-                    f"{timings['xylosim']['best_s'] * 1e3:.2f}",
-                    f"{timings['norse']['best_s'] * 1e3:.2f}",
-                    f"{timings['dense_roofline']['best_s'] * 1e3:.2f}",
-                    f"{speedup['xylosim']:.1f}x",
-                    f"{speedup['norse']:.2f}x",
-                    f"{1 / speedup['dense_roofline']:.2f}x",
+                    f"{ecs * 1e3:.2f}",
+                    f"{batch_size / ecs:,.0f}",
+                    f"{batch_size * steps / ecs:,.0f}",
+                    f"{timings['ecs-deploy-numpy'][key] * 1e3:.2f}",
+                    f"{timings['xylosim'][key] * 1e3:.2f}",
+                    f"{timings['norse'][key] * 1e3:.2f}",
+                    f"{timings['dense_roofline'][key] * 1e3:.2f}",
+                    f"{timings['xylosim'][key] / ecs:.1f}x",
+                    f"{timings['norse'][key] / ecs:.2f}x",
+                    f"{ecs / timings['dense_roofline'][key]:.2f}x",
                     load_text(entry["load_average_before"]),
                 ]
             )
@@ -60,6 +65,7 @@ def deploy_table(result: dict[str, Any]) -> str:
         "ecs-deploy ms",
         "samples/s",
         "timesteps/s",
+        "ecs-deploy numpy ms",
         "XyloSim ms",
         "norse ms",
         "dense roofline ms",
@@ -71,13 +77,17 @@ def deploy_table(result: dict[str, Any]) -> str:
     return table(header, rows)
 
 
-def scaling_table(result: dict[str, Any]) -> str:
-    """Format the scaling series: the points, the linear fit and R^2."""
+def scaling_table(result: dict[str, Any], key: str = "best_s", fit_key: str = "fit") -> str:
+    """Format the scaling series: the points, the linear fit and R^2.
+
+    ``key`` and ``fit_key`` select wall time (``"best_s"``, ``"fit"``) or
+    process CPU time (``"best_cpu_s"``, ``"fit_cpu"``).
+    """
     rows = []
     for name, series in result["series"].items():
-        points = ", ".join(f"{point[name]}: {point['best_s'] * 1e3:.1f}" for point in series["points"])
-        fit = series["fit"]
-        fixed = ", ".join(f"{key} {value}" for key, value in series["fixed"].items())
+        points = ", ".join(f"{point[name]}: {point[key] * 1e3:.1f}" for point in series["points"])
+        fit = series[fit_key]
+        fixed = ", ".join(f"{field} {value}" for field, value in series["fixed"].items())
         rows.append(
             [
                 name,
@@ -127,30 +137,64 @@ def training_table(result: dict[str, Any]) -> str:
             [
                 name,
                 f"{entry['samples_per_s']:.1f}",
+                f"{entry['samples_per_epoch'] / entry['epoch_cpu_s']:.1f}",
                 f"{entry['epoch_s']:.2f}",
+                f"{entry['epoch_cpu_s']:.2f}",
                 ", ".join(f"{value:.2f}" for value in entry["epochs_s"]),
                 load_text(entry.get("load_average_before")),
             ]
         )
-    header = ["loop", "samples/s", "best epoch s", "epochs s", "load avg"]
+    header = ["loop", "samples/s (wall)", "samples per CPU s", "best epoch s", "its CPU s", "epochs s", "load avg"]
     return table(header, rows)
 
 
 def main_job_table(result: dict[str, Any]) -> str:
-    """Format the wall time of each main-job stage."""
+    """Format the wall time of each main-job stage and the share that is not training."""
     rows = [
-        [stage["name"], f"{stage['wall_s']:.2f}", f"{stage['share']:.1%}", "yes" if stage["training"] else "no"]
+        [
+            stage["name"],
+            stage.get("status") or "-",
+            f"{stage['wall_s']:.2f}",
+            f"{stage['share']:.1%}",
+            "yes" if stage["training"] else "no",
+        ]
         for stage in result["stages"]
     ]
-    return table(["stage", "wall s", "share", "training"], rows)
+    rows.append(["not training", "", f"{result['non_training_s']:.2f}", f"{result['non_training_share']:.1%}", ""])
+    # Start-up and imports run outside every stage; they are not training either.
+    training_s = result["stages_wall_s"] - result["non_training_s"]
+    process_s = result["process_wall_s"]
+    outside_s = result["outside_stages_s"]
+    rows.append(["outside the stages (start-up, imports)", "", f"{outside_s:.2f}", "", ""])
+    rows.append(["process wall time", "", f"{process_s:.2f}", "", ""])
+    rows.append(
+        [
+            "not training, start-up included",
+            "",
+            f"{process_s - training_s:.2f}",
+            f"{1 - training_s / process_s:.1%}",
+            "",
+        ]
+    )
+    return table(["stage", "status", "wall s", "share", "training"], rows)
 
 
 RENDERERS = {
-    "deploy_sim": ("Deploy simulation", deploy_table),
-    "scaling": ("Scaling", scaling_table),
+    "deploy_sim": ("Deploy simulation, wall time, default threads", deploy_table),
+    "deploy_sim_threads1": (
+        "Deploy simulation, process CPU time, one thread each",
+        lambda result: deploy_table(result, "best_cpu_s"),
+    ),
+    "scaling": ("Scaling, wall time, default threads", scaling_table),
+    "scaling_threads1": (
+        "Scaling, process CPU time, one thread",
+        lambda result: scaling_table(result, "best_cpu_s", "fit_cpu"),
+    ),
     "footprint": ("Footprint", footprint_table),
-    "training": ("Training throughput", training_table),
-    "main_job": ("Main job", main_job_table),
+    "training": ("Training throughput, default threads", training_table),
+    "training_threads1": ("Training throughput, one thread", training_table),
+    "main_job": ("Main job, default threads", main_job_table),
+    "main_job_threads1": ("Main job, one thread", main_job_table),
 }
 
 
@@ -170,7 +214,10 @@ def main() -> None:
             continue
         machine = result["machine"]
         print(f"{machine['date_utc']}, load average at the end {load_text(machine['load_average'])}\n")
-        print(render(result))
+        try:
+            print(render(result))
+        except KeyError as error:
+            print(f"(cannot render {name}.json: field {error} is missing; rerun that benchmark)")
 
 
 if __name__ == "__main__":

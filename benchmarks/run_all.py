@@ -11,6 +11,9 @@ from pathlib import Path
 
 BENCHMARK_DIR = Path(__file__).resolve().parent
 
+# Scripts that take --threads.
+THREADED = ("deploy_sim", "scaling", "training", "main_job")
+
 # Run order: the short, import-light ones first, training last.
 BENCHMARKS = {
     "deploy_sim": "bench_deploy_sim.py",
@@ -26,6 +29,9 @@ def main() -> int:
     parser.add_argument("names", nargs="*", help=f"benchmarks to run, any of {', '.join(BENCHMARKS)} (default: all)")
     parser.add_argument("--quick", action="store_true", help="pass --quick to each script: small sizes, few repeats")
     parser.add_argument("--keep-going", action="store_true", help="run the remaining scripts after one fails")
+    parser.add_argument(
+        "--threads", type=int, help="pass --threads to the scripts that take it (one thread: load-robust CPU times)"
+    )
     args = parser.parse_args()
 
     names = args.names or list(BENCHMARKS)
@@ -40,6 +46,8 @@ def main() -> int:
         command = [sys.executable, str(BENCHMARK_DIR / BENCHMARKS[name])]
         if args.quick:
             command.append("--quick")
+        if args.threads is not None and name in THREADED:
+            command += ["--threads", str(args.threads)]
         print(f"\n== {name}: {' '.join(command)}", flush=True)
         start = time.perf_counter()
         returncode = subprocess.run(command, cwd=BENCHMARK_DIR.parent).returncode
