@@ -365,7 +365,19 @@ def machine_info() -> dict[str, Any]:
         "versions": versions,
         "blas": blas_info(),
         "blas_env": {name: os.environ.get(name) for name in BLAS_ENV_VARS},
+        "git": git_revision(),
     }
+
+
+def git_revision() -> dict[str, Any]:
+    """Return the checkout's commit and whether the package sources had uncommitted changes."""
+    try:
+        options: dict[str, Any] = {"cwd": REPO_ROOT, "capture_output": True, "text": True, "check": True}
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], **options).stdout.strip()
+        changed = subprocess.run(["git", "status", "--porcelain", "--", "packages"], **options).stdout
+    except (OSError, subprocess.CalledProcessError) as error:
+        return {"error": f"git failed: {error}"}
+    return {"commit": commit, "packages_modified": bool(changed.strip())}
 
 
 def load_average() -> list[float]:
