@@ -5,6 +5,8 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -24,6 +26,7 @@ from ecs_train.pipeline import (
     RunOptions,
     default_config_path,
     prepare_config,
+    remove_stale_staging,
     replace_folder,
     resolve_output,
     staging_folder,
@@ -212,3 +215,18 @@ def test_float_run_has_no_integer_outputs():
     assert network.quantized, "float_run must leave the network quantized"
     with pytest.raises(ConfigError, match="not quantized"):
         expected_outputs(network, run)
+
+
+def test_stale_staging_removed(tmp_path):
+    target = tmp_path / "run"
+    finished = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    stale = tmp_path / f".run.partial-{finished.stdout.strip()}"
+    stale.mkdir()
+    alive = tmp_path / f".run.partial-{os.getpid()}"
+    alive.mkdir()
+
+    removed = remove_stale_staging(target)
+
+    assert removed == [stale]
+    assert not stale.exists()
+    assert alive.exists()

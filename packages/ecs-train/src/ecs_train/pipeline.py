@@ -18,9 +18,11 @@ Stages, in order (``STAGES``):
    and PNGs).
 
 Everything is written into a hidden staging folder beside the output folder
-and moved into place only when the run ends, so an interrupted run leaves no
-partial output folder. A stage from ``SOFT_STAGES`` that fails is recorded
-in the summary and the run goes on; any other failing stage ends the run.
+(``.<name>.partial-<pid>``) and moved into place only when the run ends, so
+an interrupted run leaves no partial output folder. A failing run removes
+its staging folder. After SIGKILL, the next run for the same output folder
+does. A stage from ``SOFT_STAGES`` that fails is recorded in the summary and
+the run goes on. Any other failing stage ends the run.
 """
 
 from __future__ import annotations
@@ -191,10 +193,36 @@ def resolve_output(options: RunOptions, config: ExperimentConfig) -> Path:
     return output
 
 
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_stale_staging(target: Path) -> list[Path]:
+    """Remove staging folders of ``target`` left by runs whose process no longer exists; return them.
+
+    A run killed with SIGKILL cannot clean up, so the next run does.
+    """
+    removed = []
+    for folder in target.parent.glob(f".{target.name}.partial-*"):
+        pid = folder.name.rsplit("-", 1)[-1]
+        if pid.isdigit() and not _process_alive(int(pid)):
+            logger.info("removing %s, left by an interrupted run (process %s)", folder, pid)
+            shutil.rmtree(folder, ignore_errors=True)
+            removed.append(folder)
+    return removed
+
+
 @contextmanager
 def staging_folder(target: Path) -> Iterator[Path]:
     """Create a hidden folder beside ``target`` for the run's outputs; remove it if the block fails."""
     target.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_staging(target)
     staging = target.parent / f".{target.name}.partial-{os.getpid()}"
     if staging.exists():
         shutil.rmtree(staging)
