@@ -54,7 +54,7 @@ def prune_command(
     learning_rate: Annotated[
         float | None,
         typer.Option(
-            "--learning-rate", min=0.0, help="Fine-tuning learning rate (default: the rate training ended with)."
+            "--learning-rate", min=0.0, help="Fine-tuning learning rate (default: half of trainer_cfg.learning_rate)."
         ),
     ] = None,
     limit_batches: Annotated[
