@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 from torch import nn
+from torch.nn.utils import prune
 
 from ecs_common.errors import QuantizationError
 from ecs_common.fixed_point import quantize
@@ -236,3 +237,17 @@ def test_neuron_state_uses_reference_initial_state() -> None:
     reference: NeuronState = initial_state(neuron.integer_params, (2,))
     np.testing.assert_array_equal(state.v.numpy(), reference.v)
     np.testing.assert_array_equal(state.i.numpy(), reference.i)
+
+
+def test_quantize_model_keeps_pruning_masks() -> None:
+    model = build_model(NetworkConfig(hidden_sizes=[8]), (6,), 2)
+    prune.l1_unstructured(model.layers[0], "weight", amount=0.5)
+    quantize_model(model, QuantConfig())
+
+    layer = model.layers[0]
+    assert isinstance(layer, QuantizedLinear)
+    assert hasattr(layer, "weight_mask"), "the pruning mask should survive quantize_model"
+    with torch.no_grad():
+        layer.weight_orig.fill_(1.0)
+    model(torch.ones(1, 3, 6))
+    assert torch.count_nonzero(layer.quantized_weight()) == 24, "pruned weights stay exactly zero"

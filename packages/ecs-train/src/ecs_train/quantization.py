@@ -191,18 +191,14 @@ class QuantizedLinear(_QuantizedWeightMixin, nn.Linear):
 
     @classmethod
     def from_float(cls, linear: nn.Linear, weight_format: FixedPointFormat, max_input: float = 1.0) -> QuantizedLinear:
-        """Wrap ``linear``, sharing its weight and bias parameters (optimizer state stays valid)."""
-        module = cls(
-            linear.in_features,
-            linear.out_features,
-            bias=linear.bias is not None,
-            device=linear.weight.device,
-            dtype=linear.weight.dtype,
-        )
-        module.weight = linear.weight
-        module.bias = linear.bias
-        module._init_quantization(weight_format, max_input)
-        return module
+        """Turn ``linear`` into a quantized layer in place and return it.
+
+        Parameters, buffers and hooks (such as ``torch.nn.utils.prune``
+        masks) stay as they are, so optimizer state remains valid.
+        """
+        linear.__class__ = cls
+        linear._init_quantization(weight_format, max_input)
+        return linear
 
     def forward(self, input: torch.Tensor) -> torch.Tensor:
         if not self.quantized:
@@ -223,24 +219,10 @@ class QuantizedConv2d(_QuantizedWeightMixin, nn.Conv2d):
 
     @classmethod
     def from_float(cls, conv: nn.Conv2d, weight_format: FixedPointFormat, max_input: float = 1.0) -> QuantizedConv2d:
-        """Wrap ``conv``, sharing its weight and bias parameters (optimizer state stays valid)."""
-        module = cls(
-            conv.in_channels,
-            conv.out_channels,
-            conv.kernel_size,
-            stride=conv.stride,
-            padding=conv.padding,
-            dilation=conv.dilation,
-            groups=conv.groups,
-            bias=conv.bias is not None,
-            padding_mode=conv.padding_mode,
-            device=conv.weight.device,
-            dtype=conv.weight.dtype,
-        )
-        module.weight = conv.weight
-        module.bias = conv.bias
-        module._init_quantization(weight_format, max_input)
-        return module
+        """Turn ``conv`` into a quantized layer in place and return it, keeping parameters, buffers and hooks."""
+        conv.__class__ = cls
+        conv._init_quantization(weight_format, max_input)
+        return conv
 
     def forward(self, input: torch.Tensor) -> torch.Tensor:
         if not self.quantized:
@@ -418,8 +400,8 @@ def quantize_model(model: nn.Module, quant_cfg: QuantConfig) -> nn.Module:
 
     ``model`` is an ``ecs_train.models.SpikingNetwork`` (any module with
     ``layers``, ``layer_shapes``, ``dt`` and ``reset_mode``). Linear and Conv2d
-    layers become :class:`QuantizedLinear` / :class:`QuantizedConv2d` sharing
-    the same parameters, and norse cells are wrapped in
+    layers become :class:`QuantizedLinear` / :class:`QuantizedConv2d` in place,
+    keeping their parameters and hooks, and norse cells are wrapped in
     :class:`QuantizedNeuron`. Stored weights are not rounded (see
     :func:`quantize_weights`). Calling it on a quantized model re-enables the
     quantized forward and changes nothing else. Raises
