@@ -57,7 +57,7 @@ class GoldenCase:
     name: str
     network: dict[str, Any]
     seed: int
-    # Weight words are drawn uniformly from [low, high); biased positive so that hidden layers spike.
+    # Weight words are drawn uniformly from [low, high), a range biased to positive words so that hidden layers spike.
     word_range: tuple[int, int] = (-24, 40)
     quant: dict[str, Any] = field(default_factory=dict)
 
