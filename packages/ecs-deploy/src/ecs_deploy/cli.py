@@ -12,12 +12,14 @@ app = typer.Typer(
 )
 
 # Each module below registers its subcommands on ``app`` when imported.
-from ecs_deploy.commands import simulate  # noqa: E402,F401
-from ecs_deploy.commands import bundle  # noqa: E402,F401
-from ecs_deploy.commands import transfer  # noqa: E402,F401
-from ecs_deploy.commands import memfiles  # noqa: E402,F401
-from ecs_deploy.commands import report  # noqa: E402,F401
-from ecs_deploy.commands import check  # noqa: E402,F401
+from ecs_deploy.commands import (  # noqa: E402
+    bundle,  # noqa: F401
+    check,  # noqa: F401
+    memfiles,  # noqa: F401
+    report,  # noqa: F401
+    simulate,  # noqa: F401
+    transfer,  # noqa: F401
+)
 
 
 def main() -> None:
