@@ -32,6 +32,9 @@ def atomic_open(path: str | Path, force: bool = False, mode: str = "wb") -> Iter
     path.parent.mkdir(parents=True, exist_ok=True)
     descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        # mkstemp creates the file readable by its owner only; give it the
+        # permissions that the process umask gives any new file.
+        os.chmod(temporary, 0o666 & ~_current_umask())
         with os.fdopen(descriptor, mode) as handle:
             yield handle
             handle.flush()
@@ -41,6 +44,12 @@ def atomic_open(path: str | Path, force: bool = False, mode: str = "wb") -> Iter
         with contextlib.suppress(FileNotFoundError):
             os.unlink(temporary)
         raise
+
+
+def _current_umask() -> int:
+    umask = os.umask(0)
+    os.umask(umask)
+    return umask
 
 
 def write_bytes(path: str | Path, data: bytes, force: bool = False) -> Path:
