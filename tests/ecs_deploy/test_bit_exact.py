@@ -17,7 +17,8 @@ from ecs_deploy.network import Network
 from ecs_deploy.simulator import BatchSimulator
 
 BACKENDS = ["numpy"] + (["numba"] if HAVE_NUMBA else [])
-MODES = [("numpy", "gemm")] + ([("numba", "gemm"), ("numba", "event")] if HAVE_NUMBA else [])
+NUMBA_MODES = [("numba", "fused"), ("numba", "layers"), ("numba", "gemm"), ("numba", "event")]
+MODES = [("numpy", "gemm")] + (NUMBA_MODES if HAVE_NUMBA else [])
 
 
 def run_all_modes(network: Network, inputs: np.ndarray, steps: int) -> dict[tuple[str, str], object]:

@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from ecs_common.formats import FixedPointFormat
 from ecs_common.neuron import IntegerNeuronParameters, initial_state, integer_step
-from ecs_deploy.kernels import HAVE_NUMBA, LayerArrays, resolve_backend, run_layer
+from ecs_deploy.kernels import HAVE_NUMBA, LayerArrays, resolve_backend, run_layer, word_dtype
 
 needs_numba = pytest.mark.skipif(not HAVE_NUMBA, reason="numba is not installed")
 
@@ -137,3 +137,49 @@ def test_zero_steps_return_empty_arrays():
 def test_unknown_backend_is_rejected():
     with pytest.raises(ValueError, match="unknown backend 'gpu'; expected one of auto, numba, numpy"):
         resolve_backend("gpu")
+
+
+@pytest.mark.parametrize(
+    ("state_wl", "decay_wl", "decay_fl", "word"),
+    [(16, 12, 11, np.int32), (24, 12, 11, np.int64), (16, 32, 31, np.int64), (8, 20, 19, np.int32)],
+)
+def test_word_width_covers_every_intermediate_value(state_wl, decay_wl, decay_fl, word):
+    state = FixedPointFormat(wl=state_wl, fl=6)
+    decay = FixedPointFormat(wl=decay_wl, fl=decay_fl)
+    size = 4
+    params = IntegerNeuronParameters(
+        kind="cubalif",
+        k_mem=np.full(size, decay.max_int, dtype=np.int64),
+        k_syn=np.full(size, decay.max_int, dtype=np.int64),
+        v_leak=np.full(size, state.min_int, dtype=np.int64),
+        v_threshold=np.full(size, state.max_int, dtype=np.int64),
+        v_reset=np.zeros(size, dtype=np.int64),
+        state_scale=np.ones(size),
+        state_format=state,
+        decay_format=decay,
+        reset_mode="subtract",
+    )
+    arrays = LayerArrays.from_params(params, np.full(size, 100, dtype=np.int64))
+    assert word_dtype(arrays.word_bound(input_bound=1000)) is word
+
+
+@needs_numba
+@pytest.mark.parametrize("state_wl", [16, 24])
+def test_extreme_words_match_integer_step(state_wl):
+    # The largest decay factors and leak potentials drive every product to its bound in either word width.
+    rng = np.random.default_rng(state_wl)
+    for kind, reset_mode in (("lif", "subtract"), ("cubalif", "to_reset"), ("li", "to_reset")):
+        params = random_params(rng, kind, 6, reset_mode, state_wl, 12)
+        params = IntegerNeuronParameters(
+            **{**params.__dict__, "k_mem": np.full(6, params.decay_format.max_int, dtype=np.int64)}
+        )
+        bias = np.full(6, -(2 ** (state_wl - 2)), dtype=np.int64)
+        limit = 1 << (state_wl + 1)
+        x = rng.choice([-limit, limit - 1, 0], size=(2, 12, 6)).astype(np.int64)
+        expected_spikes, expected_states = reference_loop(params, bias, x, 14)
+        spikes, states, counts = run_layer(
+            x, 14, LayerArrays.from_params(params, bias), record_states=True, backend="numba"
+        )
+        np.testing.assert_array_equal(spikes != 0, expected_spikes, err_msg=kind)
+        np.testing.assert_array_equal(states, expected_states, err_msg=kind)
+        np.testing.assert_array_equal(counts, expected_spikes.sum(axis=1), err_msg=kind)

@@ -32,7 +32,9 @@ def check_binary(values: np.ndarray, what: str) -> None:
     """Raise :class:`InputError` unless every value is 0 or 1 (one event per neuron and step at most)."""
     if values.dtype == bool or values.size == 0:
         return
-    if np.issubdtype(values.dtype, np.integer):
+    if values.dtype.kind == "u":
+        bad = values.max() > 1
+    elif np.issubdtype(values.dtype, np.integer):
         bad = (values.min() < 0) or (values.max() > 1)
     else:
         bad = np.count_nonzero(values) != np.count_nonzero(values == 1)

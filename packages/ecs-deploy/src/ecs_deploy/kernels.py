@@ -1,15 +1,19 @@
-"""Fused neuron-update loops over time for a batch: a numba kernel and a numpy twin that gives identical results.
+"""Neuron-update loops over time for a batch: numba kernels and a numpy twin that gives identical results.
 
 Both run ``ecs_common.neuron.integer_step``'s arithmetic for one layer over
-all timesteps of a batch, given the layer's weighted input per step (already
-summed by a matrix product). They are tested to agree bit for bit with each
-other and with ``integer_step``.
+all timesteps of a batch, given the layer's weighted input per step or the
+source spikes with their weights. They are tested to agree bit for bit with
+each other and with ``integer_step``. The numba kernels compute in 32-bit
+words when :meth:`LayerArrays.word_bound` shows that no intermediate value
+needs more, which doubles the SIMD width, and in 64 bits otherwise.
+:mod:`ecs_deploy.fused` reuses their neuron update for whole networks.
 """
 
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -19,13 +23,31 @@ logger = logging.getLogger(__name__)
 
 BACKENDS: tuple[str, ...] = ("auto", "numba", "numpy")
 
+# Rows of the per-neuron table that the numba kernels read (LayerArrays.neuron_table).
+NEURON_FIELDS: tuple[str, ...] = ("k_mem", "k_syn", "v_leak", "v_threshold", "v_reset", "bias")
+K_MEM, K_SYN, V_LEAK, V_THRESHOLD, V_RESET, BIAS = range(len(NEURON_FIELDS))
+
+# Columns of a layer's settings row (LayerArrays.settings); ecs_deploy.fused appends more.
+LAYER_SETTINGS: tuple[str, ...] = ("decay_fl", "state_min", "state_max", "cubalif", "fires", "subtract")
+DECAY_FL, STATE_MIN, STATE_MAX, CUBALIF, FIRES, SUBTRACT = range(len(LAYER_SETTINGS))
+
+# Largest magnitude that the 32-bit kernels accept for an intermediate value.
+INT32_LIMIT = 2**31 - 1
+
 try:
     import numba
+    from numba.core import types as numba_types
+    from numba.extending import intrinsic, overload
 
     HAVE_NUMBA = True
 except ImportError:  # numba is an optional dependency (the "fast" extra)
     numba = None  # type: ignore[assignment]
     HAVE_NUMBA = False
+
+
+def max_abs(values: np.ndarray) -> int:
+    """Return the largest magnitude in ``values`` as a Python int, 0 for an empty array."""
+    return int(np.abs(values).max()) if values.size else 0
 
 
 @dataclass(frozen=True)
@@ -64,6 +86,55 @@ class LayerArrays:
             fires=params.fires,
             subtract=params.reset_mode == "subtract",
         )
+
+    def neuron_table(self, word: type) -> np.ndarray:
+        """Return the per-neuron arrays stacked in :data:`NEURON_FIELDS` order, ``[6, N]`` in dtype ``word``."""
+        rows = [self.k_mem, self.k_syn, self.v_leak, self.v_threshold, self.v_reset, self.bias]
+        return np.ascontiguousarray(np.stack(rows), dtype=word)
+
+    def settings(self) -> np.ndarray:
+        """Return the scalar settings in :data:`LAYER_SETTINGS` order (``int64``)."""
+        values = [self.decay_fl, self.state_min, self.state_max, self.cubalif, self.fires, self.subtract]
+        return np.array(values, dtype=np.int64)
+
+    def word_bound(self, input_bound: int) -> int:
+        """Return a bound on every intermediate value of the neuron update, for any input up to ``input_bound``.
+
+        ``input_bound`` bounds the magnitude of one step's summed input to a
+        neuron, bias and recurrent input included.
+        """
+        state = max(-self.state_min, self.state_max)
+        membrane = max(state, max_abs(self.v_reset)) + (max_abs(self.v_threshold) if self.subtract else 0)
+        leak = (membrane + max_abs(self.v_leak)) * max_abs(self.k_mem)
+        # The last entry keeps the shift by decay_fl below the word width.
+        bounds = [membrane, leak, membrane + leak + max(input_bound, state), 2**self.decay_fl]
+        if self.cubalif:
+            # The current is a saturated jump minus its decay; the jump adds the input to it.
+            decay = state * max_abs(self.k_syn)
+            bounds += [decay, state + decay + input_bound]
+        return max(bounds)
+
+
+def word_dtype(bound: int) -> type:
+    """Return ``np.int32`` when every value stays within ``bound`` and that fits 32 bits, else ``np.int64``."""
+    return np.int32 if bound <= INT32_LIMIT else np.int64
+
+
+def fan_in_bound(weights: np.ndarray) -> int:
+    """Return the largest sum of ``|w|`` over one target's column of a ``[N_source, N]`` matrix."""
+    if not weights.size:
+        return 0
+    return int(np.abs(weights).sum(axis=0, dtype=np.float64).max())
+
+
+def use_serial(batch: int) -> bool:
+    """Return whether a batch runs faster in the serial kernel than in numba's parallel loop.
+
+    A parallel region costs a thread hand-off even for one sample, which is
+    all loss on one thread or with fewer samples than threads.
+    """
+    threads = numba.get_num_threads()
+    return threads == 1 or batch < threads
 
 
 def resolve_backend(backend: str) -> str:
@@ -122,137 +193,223 @@ def _run_numpy(
 
 if HAVE_NUMBA:
 
-    @numba.njit(inline="always")
-    def _update(  # pragma: no cover - compiled
-        v,
-        current,
-        drive,
-        k_mem,
-        k_syn,
-        v_leak,
-        v_threshold,
-        v_reset,
-        decay_fl,
-        state_min,
-        state_max,
-        cubalif,
-        fires,
-        subtract,
-    ):
-        """Advance one neuron by one step; returns (membrane, current, fired)."""
-        leak = ((v - v_leak) * k_mem) >> decay_fl
-        if cubalif:
-            # The current jumps by the input, the membrane integrates it, then the current decays.
-            jumped = min(max(current + drive, state_min), state_max)
-            value = v - leak + jumped
-            current = jumped - ((jumped * k_syn) >> decay_fl)
-        else:
-            value = v - leak + drive
-        value = min(max(value, state_min), state_max)
-        fired = False
-        if fires and value > v_threshold:
-            fired = True
-            if subtract:
-                value = value - v_threshold
-            else:
-                value = v_reset
-        return value, current, fired
+    def as_word(value, like):  # pragma: no cover - replaced by the overload inside compiled code
+        """Cast ``value`` to the element type of array ``like`` (numba only)."""
+        raise NotImplementedError("as_word runs only inside numba-compiled code")
 
-    @numba.njit(parallel=True, cache=True, nogil=True)
-    def _kernel(  # pragma: no cover - compiled; covered through run_layer
-        x,
-        source,
-        weights,
-        event_driven,
-        n_steps,
-        k_mem,
-        k_syn,
-        v_leak,
-        v_threshold,
-        v_reset,
-        bias,
-        decay_fl,
-        state_min,
-        state_max,
-        cubalif,
-        fires,
-        subtract,
-        recurrent,
-        has_recurrent,
-        spikes,
-        states,
-        record_states,
-        counts,
+    @overload(as_word, inline="always")
+    def _as_word(value, like):  # pragma: no cover - compiled
+        word = like.dtype
+
+        def cast(value, like):
+            return word(value)
+
+        return cast
+
+    def _shift_right(typingctx, value, shift):  # pragma: no cover - compiled
+        if not isinstance(value, numba_types.Integer) or not isinstance(shift, numba_types.Integer):
+            return None
+
+        def codegen(context, builder, signature, args):
+            number, amount = args
+            amount = context.cast(builder, amount, signature.args[1], signature.args[0])
+            return builder.ashr(number, amount)
+
+        return value(value, shift), codegen
+
+    # Shift the integer ``value`` right arithmetically by ``shift`` bits, in
+    # ``value``'s own width: numba widens ``value >> shift`` to 64 bits, which
+    # turns a 32-bit vector loop into 64-bit lanes. ``shift`` must be below
+    # the width. Typed ``Any`` because mypy reads the typing function's
+    # signature, not the call's ``shift_right(value, shift)``.
+    shift_right: Any = intrinsic(_shift_right)
+
+    @numba.njit(cache=True, nogil=True)
+    def update_neurons(v, current, drive, fired, tally, table, start, size, settings):  # pragma: no cover - compiled
+        """Advance neurons ``start .. start + size - 1`` by one step, in place.
+
+        ``v``, ``current``, ``fired``, ``tally`` and the per-neuron table
+        ``table`` (:data:`NEURON_FIELDS`) are indexed by neuron, ``drive``
+        from 0: ``drive[n]`` contains the summed input of neuron
+        ``start + n``, bias included, and is refilled with the bias for the
+        next step. ``settings`` is the layer's settings row
+        (:data:`LAYER_SETTINGS`). ``fired`` (``uint8``) becomes 1 where a
+        neuron fired, else 0, and ``tally`` counts the spikes; layers that do
+        not fire leave both as they are.
+
+        numba computes integers in 64 bits, so every result is cast back to
+        the word type at once (``as_word``, ``shift_right``), which lets LLVM
+        keep 32-bit words in 32-bit SIMD lanes. Each combination of flags
+        gets its own loop, so that no loop branches.
+        """
+        # Slices indexed from 0 let LLVM see consecutive accesses: an index
+        # ``start + n`` could be negative to numba, which then wraps it around
+        # per access and the loops stop vectorizing.
+        stop = start + size
+        v = v[start:stop]
+        current = current[start:stop]
+        fired = fired[start:stop]
+        tally = tally[start:stop]
+        k_mem = table[K_MEM, start:stop]
+        k_syn = table[K_SYN, start:stop]
+        v_leak = table[V_LEAK, start:stop]
+        v_threshold = table[V_THRESHOLD, start:stop]
+        v_reset = table[V_RESET, start:stop]
+        bias = table[BIAS, start:stop]
+        decay_fl = settings[DECAY_FL]
+        low = as_word(settings[STATE_MIN], v)
+        high = as_word(settings[STATE_MAX], v)
+
+        if settings[CUBALIF]:
+            # The current jumps by the input, the membrane integrates it, then the current decays.
+            for n in range(size):
+                jumped = min(max(as_word(current[n] + drive[n], v), low), high)
+                drive[n] = jumped
+                decay = shift_right(as_word(jumped * k_syn[n], v), decay_fl)
+                current[n] = as_word(jumped - decay, v)
+
+        if not settings[FIRES]:
+            for n in range(size):
+                leak = shift_right(as_word(as_word(v[n] - v_leak[n], v) * k_mem[n], v), decay_fl)
+                v[n] = min(max(as_word(v[n] - leak + drive[n], v), low), high)
+                drive[n] = bias[n]
+        elif settings[SUBTRACT]:
+            for n in range(size):
+                leak = shift_right(as_word(as_word(v[n] - v_leak[n], v) * k_mem[n], v), decay_fl)
+                value = min(max(as_word(v[n] - leak + drive[n], v), low), high)
+                drive[n] = bias[n]
+                spike = value > v_threshold[n]
+                v[n] = as_word(value - v_threshold[n], v) if spike else value
+                fired[n] = spike
+                tally[n] += spike
+        else:
+            for n in range(size):
+                leak = shift_right(as_word(as_word(v[n] - v_leak[n], v) * k_mem[n], v), decay_fl)
+                value = min(max(as_word(v[n] - leak + drive[n], v), low), high)
+                drive[n] = bias[n]
+                spike = value > v_threshold[n]
+                v[n] = v_reset[n] if spike else value
+                fired[n] = spike
+                tally[n] += spike
+
+    @numba.njit(cache=True, nogil=True)
+    def compact_spikes(fired, size, spiking, start):  # pragma: no cover - compiled
+        """Write the indices ``n < size`` with ``fired[n] != 0`` to ``spiking[start:]``; return their number.
+
+        The loop has no branch that could mispredict: it writes every index
+        and advances only past those that fired.
+        """
+        spiking = spiking[start:]
+        active = 0
+        for n in range(size):
+            spiking[active] = n
+            active += fired[n] != 0
+        return active
+
+    @numba.njit(cache=True, nogil=True)
+    def add_rows(drive, weights, offset, size, spiking, start, active):  # pragma: no cover - compiled
+        """Add the weight rows of the ``active`` sources listed in ``spiking[start:]`` to ``drive[:size]``.
+
+        ``weights`` is a flat row-major ``[N_source, size]`` matrix from ``offset`` on.
+        """
+        for a in range(active):
+            row = offset + spiking[start + a] * size
+            weight = weights[row : row + size]
+            for n in range(size):
+                drive[n] = as_word(drive[n] + weight[n], drive)
+
+    @numba.njit(cache=True, nogil=True)
+    def add_dense(drive, weights, offset, size, flags, num_sources):  # pragma: no cover - compiled
+        """Add ``sum_j flags[j] * W[n, j]`` to ``drive[n]`` for ``n < size``, from 0/1 source ``flags``.
+
+        ``weights`` contains the transposed matrix ``W``, row-major
+        ``[size, num_sources]``, from ``offset`` on. Each target is one dot
+        product over all sources, which beats adding a row per spike when
+        the target layer is narrow: no spike list is needed, and the loop
+        over sources runs in SIMD lanes. With ``int16`` weights, ``uint8``
+        flags and 32-bit words, LLVM turns the loop into ``vpmaddwd``
+        multiply-adds, twice as many per instruction as with 32-bit weights.
+        """
+        for n in range(size):
+            row = offset + n * num_sources
+            weight = weights[row : row + num_sources]
+            total = as_word(0, drive)
+            for j in range(num_sources):
+                total = as_word(total + as_word(flags[j] * weight[j], drive), drive)
+            drive[n] = as_word(drive[n] + total, drive)
+
+    @numba.njit(cache=True, nogil=True)
+    def _layer_sample(  # pragma: no cover - compiled; covered through run_layer
+        b, spikes, states, counts, x, source, weights, recurrent, table, settings, n_steps, event_driven
     ):
-        """Run one layer for every sample in parallel.
+        """Run one layer for sample ``b``.
 
         The input of a step is either precomputed (``x[b, t, n]``) or, when
-        ``event_driven``, summed here from the rows of ``weights`` (sources by
-        targets) whose source spiked (``source[b, t, j] != 0``).
+        ``event_driven``, summed here from the rows of the flat ``weights``
+        (sources by targets) whose source spiked (``source[b, t, j] != 0``).
+        An empty ``recurrent`` means no recurrent connection, and an empty
+        ``states`` means no recorded states.
         """
-        batch = spikes.shape[0]
         size = spikes.shape[2]
+        bias = table[BIAS]
+        word = bias.dtype
         if event_driven:
             steps_with_input = min(source.shape[1], n_steps)
             num_sources = source.shape[2]
         else:
             steps_with_input = min(x.shape[1], n_steps)
             num_sources = 0
-        for b in numba.prange(batch):
-            v = np.zeros(size, dtype=np.int64)
-            current = np.zeros(size, dtype=np.int64)
-            drive = np.zeros(size, dtype=np.int64)
-            spiking = np.zeros(max(num_sources, 1), dtype=np.int64)
-            for t in range(n_steps):
+        has_recurrent = recurrent.size > 0
+        record_states = states.size > 0
+        fires = settings[FIRES]
+
+        v = np.zeros(size, dtype=word)
+        current = np.zeros(size, dtype=word)
+        drive = bias.copy()
+        fired = np.zeros(size, dtype=np.uint8)
+        tally = np.zeros(size, dtype=word)
+        sources = np.zeros(max(num_sources, 1), dtype=np.int64)
+        previous = np.zeros(size, dtype=np.int64)
+        previous_active = 0
+        for t in range(n_steps):
+            if t < steps_with_input:
+                if event_driven:
+                    active = compact_spikes(source[b, t], num_sources, sources, 0)
+                    add_rows(drive, weights, 0, size, sources, 0, active)
+                else:
+                    for n in range(size):
+                        drive[n] = as_word(drive[n] + as_word(x[b, t, n], drive), drive)
+            if has_recurrent:
+                add_rows(drive, recurrent, 0, size, previous, 0, previous_active)
+
+            update_neurons(v, current, drive, fired, tally, table, 0, size, settings)
+
+            if fires:
+                previous_active = compact_spikes(fired, size, previous, 0)
+                for a in range(previous_active):
+                    spikes[b, t, previous[a]] = 1.0
+            if record_states:
                 for n in range(size):
-                    drive[n] = bias[n]
-                if t < steps_with_input:
-                    if event_driven:
-                        # Collect the spiking sources without branches, then add their weight rows.
-                        active = 0
-                        for j in range(num_sources):
-                            spiking[active] = j
-                            active += source[b, t, j] != 0
-                        for a in range(active):
-                            row = weights[spiking[a]]
-                            for n in range(size):
-                                drive[n] += row[n]
-                    else:
-                        for n in range(size):
-                            drive[n] += np.int64(x[b, t, n])
-                if has_recurrent and t > 0:
-                    for j in range(size):
-                        if spikes[b, t - 1, j] != 0:
-                            for n in range(size):
-                                drive[n] += recurrent[j, n]
-                for n in range(size):
-                    value, flow, fired = _update(
-                        v[n],
-                        current[n],
-                        drive[n],
-                        k_mem[n],
-                        k_syn[n],
-                        v_leak[n],
-                        v_threshold[n],
-                        v_reset[n],
-                        decay_fl,
-                        state_min,
-                        state_max,
-                        cubalif,
-                        fires,
-                        subtract,
-                    )
-                    v[n] = value
-                    current[n] = flow
-                    if fired:
-                        spikes[b, t, n] = 1.0
-                        counts[b, n] += 1
-                    if record_states:
-                        states[b, t, n] = value
+                    states[b, t, n] = v[n]
+
+        for n in range(size):
+            counts[b, n] = tally[n]
+
+    @numba.njit(parallel=True, cache=True, nogil=True)
+    def _layer_parallel(spikes, *args):  # pragma: no cover - compiled; covered through run_layer
+        """Run :func:`_layer_sample` for every sample, the samples spread over numba's threads."""
+        for b in numba.prange(spikes.shape[0]):
+            _layer_sample(b, spikes, *args)
+
+    @numba.njit(cache=True, nogil=True)
+    def _layer_serial(spikes, *args):  # pragma: no cover - compiled; covered through run_layer
+        """Run :func:`_layer_sample` for every sample on the calling thread."""
+        for b in range(spikes.shape[0]):
+            _layer_sample(b, spikes, *args)
 
 
-_EMPTY_INT = np.zeros((1, 1), dtype=np.int64)
 _EMPTY_FRAMES = np.zeros((1, 1, 1), dtype=np.float32)
+_EMPTY_SOURCE = np.zeros((1, 1, 1), dtype=np.uint8)
 
 
 def _run_numba(
@@ -265,32 +422,27 @@ def _run_numba(
     spikes: np.ndarray,
     states: np.ndarray | None,
     counts: np.ndarray,
+    input_bound: int,
 ) -> None:
+    # The recurrent input adds to the feed-forward input of the same step.
+    if recurrent is not None:
+        input_bound += fan_in_bound(recurrent)
+    word = word_dtype(p.word_bound(input_bound + max_abs(p.bias)))
+    empty_words: np.ndarray = np.zeros(0, dtype=word)
+    kernel = _layer_serial if use_serial(spikes.shape[0]) else _layer_parallel
     event_driven = source is not None
-    _kernel(
-        _EMPTY_FRAMES if x is None else x,
-        source if event_driven else np.zeros((1, 1, 1), dtype=np.uint8),
-        weights if event_driven else _EMPTY_INT,
-        event_driven,
-        n_steps,
-        p.k_mem,
-        p.k_syn,
-        p.v_leak,
-        p.v_threshold,
-        p.v_reset,
-        p.bias,
-        p.decay_fl,
-        p.state_min,
-        p.state_max,
-        p.cubalif,
-        p.fires,
-        p.subtract,
-        _EMPTY_INT if recurrent is None else recurrent,
-        recurrent is not None,
+    kernel(
         spikes,
-        _EMPTY_INT.reshape(1, 1, 1) if states is None else states,
-        states is not None,
+        np.zeros((0, 0, 0), dtype=np.int64) if states is None else states,
         counts,
+        _EMPTY_FRAMES if x is None else x,
+        source if event_driven else _EMPTY_SOURCE,
+        np.ascontiguousarray(weights, dtype=word).ravel() if event_driven else empty_words,
+        empty_words if recurrent is None else np.ascontiguousarray(recurrent, dtype=word).ravel(),
+        p.neuron_table(word),
+        p.settings(),
+        n_steps,
+        event_driven,
     )
 
 
@@ -304,6 +456,7 @@ def run_layer(
     recurrent: np.ndarray | None = None,
     record_states: bool = False,
     backend: str = "auto",
+    input_bound: int | None = None,
 ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
     """Run one layer over ``n_steps`` timesteps for a batch, starting from the all-zero state.
 
@@ -316,6 +469,10 @@ def run_layer(
     Steps at and beyond ``T_x`` get no input apart from the bias.
     ``recurrent`` is the ``[N, N]`` integer matrix (rows are the sources)
     that carries the layer's spikes of the previous step back to it.
+    ``input_bound`` bounds ``|x|`` (without bias and recurrent input), so
+    that the numba kernel picks its word width without a pass over ``x``.
+    Left out, it is computed from ``x`` or ``weights``. A bound that ``x``
+    exceeds makes the 32-bit kernel wrap around silently.
 
     Returns the spikes (``float32`` 0/1, ``[B, n_steps, N]``), the membrane
     states after each step (``int64``, same shape, only with
@@ -341,10 +498,14 @@ def run_layer(
             source = np.ascontiguousarray(source)
             if source.dtype == bool:
                 source = source.view(np.uint8)
-            weights = np.ascontiguousarray(weights, dtype=np.int64)
+            weights = np.asarray(weights)
+            if input_bound is None:
+                input_bound = fan_in_bound(weights)
         else:
             x = np.ascontiguousarray(x)
-        _run_numba(x, source, weights, n_steps, params, recurrent, spikes, states, counts)
+            if input_bound is None:
+                input_bound = int(np.ceil(np.abs(x).max())) if x.size else 0
+        _run_numba(x, source, weights, n_steps, params, recurrent, spikes, states, counts, input_bound)
         return spikes, states, counts
 
     if source is not None:

@@ -283,12 +283,12 @@ class Network:
         spike counts per layer, and the rasters with ``record_spikes``.
         """
         frames = self._batch_frames(inputs, time_major)
-        if num_timesteps is None:
-            num_timesteps = frames.shape[1] + self.latency
-        if num_timesteps < 0:
-            raise InputError(f"num_timesteps must be non-negative, got {num_timesteps}")
         if self._simulator is None:
             self._simulator = BatchSimulator(self.model, self.backend)
+        if num_timesteps is None:
+            num_timesteps = frames.shape[1] + self._simulator.latency
+        if num_timesteps < 0:
+            raise InputError(f"num_timesteps must be non-negative, got {num_timesteps}")
         return self._simulator.run(frames, int(num_timesteps), record_spikes=record_spikes)
 
     # Prediction.

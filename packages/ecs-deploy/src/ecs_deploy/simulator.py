@@ -3,14 +3,16 @@
 Both produce the accelerator's timing (see :mod:`ecs_deploy.model`): layer
 ``l`` at step ``s`` has the delay-free reference state of step ``s - D_l``.
 
-:class:`BatchSimulator` exploits that: it runs each layer over all
-timesteps and the whole batch at once, without delays, and shifts the result
-by ``D_l`` at the end. The weighted input of a layer is one matrix product
-of the source's spike matrix ``[B * T, N_source]`` with the integer weight
-matrix. It runs in float32 where every sum is exact (below ``2**24``), else
-in float64 or int64. For sparse activity the numba kernel instead adds the
-weight rows of the sources that spiked. The neuron update runs in a fused
-kernel (:mod:`ecs_deploy.kernels`).
+:class:`BatchSimulator` exploits that: it runs without delays and shifts the
+result by ``D_l`` at the end. With numba it runs the whole network per
+sample in one kernel (:mod:`ecs_deploy.fused`), which adds the weight rows of
+the neurons that spiked and never writes a spike raster unless asked to.
+Otherwise it runs each layer over all timesteps and the whole batch at once
+(:mod:`ecs_deploy.kernels`). There the weighted input of a layer is one
+matrix product of the source's spike matrix ``[B * T, N_source]`` with the
+integer weight matrix. It runs in float32 where every sum is exact (below
+``2**24``), else in float64 or int64. For sparse activity the numba kernel
+instead adds the weight rows of the sources that spiked.
 
 :func:`run_steps` is the plain reference: it advances every layer one step at
 a time through delay lines with ``ecs_common.neuron.integer_step``, as the
@@ -26,6 +28,7 @@ import numpy as np
 
 from ecs_common.formats import FixedPointFormat
 from ecs_common.neuron import initial_state, integer_step
+from ecs_deploy.fused import FusedNetwork
 from ecs_deploy.kernels import LayerArrays, resolve_backend, run_layer
 from ecs_deploy.model import IntegerNetwork
 
@@ -36,14 +39,20 @@ FLOAT32_EXACT = 2**24
 FLOAT64_EXACT = 2**53
 
 # Source spike density (spikes per source neuron and step) below which the numba
-# backend adds weight rows per spike instead of running a dense matrix product.
+# backend's per-layer path adds weight rows per spike instead of running a dense
+# matrix product.
 # NOTE: a rough crossover estimate (vectorized adds per spike versus BLAS
 # multiply-adds per source), not a measured optimum.
 EVENT_DENSITY_MAX = 0.1
 
-# Methods of summing a layer's weighted input: "gemm" (matrix product), "event"
-# (weight rows per spike, numba only) or "auto" (event below EVENT_DENSITY_MAX).
-SYNAPSE_MODES: tuple[str, ...] = ("auto", "gemm", "event")
+# Methods of summing the weighted input:
+# - "fused": the whole network per sample in one kernel (numba only);
+# - "layers": per layer, weight rows per spike below EVENT_DENSITY_MAX when numba
+#   is installed, else a matrix product;
+# - "gemm": per layer, a matrix product;
+# - "event": per layer, weight rows per spike (numba only);
+# - "auto": "fused" with numba, else "gemm".
+SYNAPSE_MODES: tuple[str, ...] = ("auto", "fused", "layers", "gemm", "event")
 
 
 @dataclass
@@ -89,10 +98,17 @@ class BatchSimulator:
 
     ``backend`` selects the neuron-update kernel: ``"numba"``, ``"numpy"``
     or ``"auto"`` (numba when installed). ``synapse_mode`` selects how the
-    weighted input is summed (see :data:`SYNAPSE_MODES`); the event-driven
-    mode needs numba and a layer with one feed-forward source. Dense weight
-    matrices are built once per network; a convolution layer's matrix is as
-    large as its targets times its sources.
+    weighted input is summed (see :data:`SYNAPSE_MODES`); the fused mode
+    needs numba (and raises without it), and the event-driven mode needs
+    numba and applies to layers with one feed-forward source. Dense weight matrices are built once
+    per network; a convolution layer's matrix is as large as its targets
+    times its sources.
+
+    NOTE: ``"auto"`` picks the fused kernel whenever numba is installed. On
+    ``benchmarks/bench_deploy_sim.py``'s networks it was the fastest mode at
+    input densities from 5 % to 50 %, but on a 256-512-512 network at 50 %
+    input density the per-layer ``"layers"`` mode took 0.82x its time
+    (one thread), so dense activity in wide layers may favor ``"layers"``.
     """
 
     def __init__(self, network: IntegerNetwork, backend: str = "auto", synapse_mode: str = "auto") -> None:
@@ -100,13 +116,20 @@ class BatchSimulator:
             raise ValueError(f"unknown synapse_mode {synapse_mode!r}; expected one of {', '.join(SYNAPSE_MODES)}")
         self.network = network
         self.backend = resolve_backend(backend)
+        if synapse_mode == "auto":
+            synapse_mode = "fused" if self.backend == "numba" else "gemm"
+        if synapse_mode == "fused" and self.backend != "numba":
+            raise ValueError("synapse_mode 'fused' needs the numba backend; install ecs-deploy[fast]")
         self.synapse_mode = synapse_mode
+        self._fused: FusedNetwork | None = None
         self._event_weights: dict[str, np.ndarray] = {}
         self.delays = network.layer_delays()
+        self.latency = self.delays[network.output_layer]
         self.arrays: dict[str, LayerArrays] = {}
         self.feedforward: dict[str, list[tuple[str, np.ndarray]]] = {}
         self.recurrent: dict[str, np.ndarray | None] = {}
         self.dtypes: dict[str, type] = {}
+        self.input_bounds: dict[str, int] = {}
 
         for layer in network.neuron_layers:
             assert layer.params is not None and layer.bias is not None
@@ -119,7 +142,8 @@ class BatchSimulator:
                 if not connection.recurrent and connection.weights.nnz:
                     weights = connection.weights
                     bound += np.bincount(weights.target, weights=np.abs(weights.weight), minlength=layer.size)
-            dtype = _exactness_dtype(int(bound.max()) if bound.size else 0)
+            self.input_bounds[layer.name] = int(bound.max()) if bound.size else 0
+            dtype = _exactness_dtype(self.input_bounds[layer.name])
             self.dtypes[layer.name] = dtype
             if dtype is not np.float32:
                 logger.info(
@@ -129,11 +153,21 @@ class BatchSimulator:
                     np.dtype(dtype).name,
                 )
 
+            # Only the per-layer path reads these matrices; the fused kernel keeps its own.
+            if self.synapse_mode == "fused":
+                continue
             self.feedforward[layer.name] = [
                 (c.source, np.ascontiguousarray(c.weights.to_dense(dtype).T)) for c in incoming if not c.recurrent
             ]
             recurrent = [c for c in incoming if c.recurrent]
             self.recurrent[layer.name] = recurrent[0].weights.to_dense(np.int64).T.copy() if recurrent else None
+
+    @property
+    def fused(self) -> FusedNetwork:
+        """The network flattened for the fused kernel, built on first use."""
+        if self._fused is None:
+            self._fused = FusedNetwork.from_network(self.network)
+        return self._fused
 
     def _use_events(self, name: str, density: float) -> bool:
         """Return whether layer ``name`` sums its input per spike rather than by a matrix product."""
@@ -175,10 +209,21 @@ class BatchSimulator:
     def run(self, inputs: np.ndarray, num_timesteps: int, *, record_spikes: bool = False) -> BatchResult:
         """Simulate ``num_timesteps`` accelerator steps for a batch of binary inputs ``[B, T, N_in]``.
 
-        ``inputs`` must hold 0/1 values (the caller checks); ``float32`` input
-        avoids a conversion.
+        ``inputs`` must hold 0/1 values (the caller checks). ``uint8`` input
+        avoids a conversion in the fused mode, ``float32`` input in the others.
         """
         network = self.network
+        if self.synapse_mode == "fused":
+            output_states, counts, rasters = self.fused.run(inputs, num_timesteps, record_spikes)
+            return BatchResult(
+                output_states=output_states,
+                spike_counts=counts,
+                spikes=rasters,
+                latency=self.latency,
+                state_format=network.quant.state_format,
+                output_layer=network.output_layer,
+            )
+
         batch, input_steps, _ = inputs.shape
         relay = network.input_layer.name
 
@@ -206,6 +251,7 @@ class BatchSimulator:
                 recurrent=self.recurrent[layer.name],
                 record_states=is_output,
                 backend=self.backend,
+                input_bound=self.input_bounds[layer.name],
                 **inputs_of_layer,
             )
             spikes[layer.name] = layer_spikes
@@ -234,7 +280,7 @@ class BatchSimulator:
             output_states=output_states,
             spike_counts=counts,
             spikes=rasters,
-            latency=network.latency,
+            latency=self.latency,
             state_format=network.quant.state_format,
             output_layer=network.output_layer,
         )

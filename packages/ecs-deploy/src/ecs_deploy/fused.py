@@ -1,0 +1,373 @@
+"""Whole-network numba kernel: every layer of one sample per step, with spikes kept as index lists.
+
+The per-layer path of :class:`ecs_deploy.simulator.BatchSimulator` writes
+each layer's spike raster ``[B, T, N]`` and reads it again for the next
+layer. This kernel instead advances all layers of one sample step by step in
+delay-free time, where every layer consumes its sources' spikes of the same
+step (see :mod:`ecs_deploy.model`). Each layer's spikes of the current step
+stay in a list of neuron indices, from which the next layers add weight rows,
+and as 0/1 flags, from which a narrow target layer takes one dot product per
+target neuron instead. No raster is written unless the caller asks for one.
+The neuron arithmetic is :func:`ecs_deploy.kernels.update_neurons`, so the
+results equal the per-layer kernels bit for bit.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ecs_deploy.kernels import (
+    BIAS,
+    HAVE_NUMBA,
+    LAYER_SETTINGS,
+    LayerArrays,
+    fan_in_bound,
+    max_abs,
+    numba,
+    use_serial,
+    word_dtype,
+)
+from ecs_deploy.model import IntegerNetwork
+
+# Columns of the layer table: a layer's settings row (LAYER_SETTINGS), then these.
+LAYER_COLUMNS: tuple[str, ...] = (
+    *LAYER_SETTINGS,
+    "start",
+    "size",
+    "first_step",
+    "connection_start",
+    "connection_stop",
+    "recurrent_offset",
+    "listed",
+)
+START, SIZE, FIRST_STEP, CONNECTION_START, CONNECTION_STOP, RECURRENT_OFFSET, LISTED = range(
+    len(LAYER_SETTINGS), len(LAYER_COLUMNS)
+)
+
+# Columns of the connection table. A source of -1 is the input relay layer.
+CONNECTION_COLUMNS: tuple[str, ...] = ("source", "weight_offset", "source_size", "dense")
+SOURCE, WEIGHT_OFFSET, SOURCE_SIZE, DENSE = range(len(CONNECTION_COLUMNS))
+INPUT_SOURCE = -1
+
+# Widest target layer that sums a connection's input as one dot product per
+# target over the source's spike flags rather than one weight row per spike.
+# Below it the dot products (sources x targets / SIMD width operations) cost
+# less than listing the source's spikes (about one operation per source).
+# NOTE: an estimate from that operation count at 16 int32 SIMD lanes, checked
+# only on the 8- and 10-neuron output layers of benchmarks/bench_deploy_sim.py.
+DENSE_TARGETS_MAX = 16
+
+
+def _narrow(values: np.ndarray, word: type) -> np.ndarray:
+    """Return ``values`` as ``int16`` when every value fits, else as ``word``.
+
+    Half-width weights and parameters halve the bytes that each step reads;
+    the kernels widen them to ``word`` as they compute.
+    """
+    dtype = np.int16 if max_abs(values) < 2**15 else word
+    return np.ascontiguousarray(values, dtype=dtype)
+
+
+@dataclass(frozen=True)
+class FusedNetwork:
+    """A network's parameters and weights flattened into the arrays that the fused kernel reads.
+
+    ``neuron_table`` stacks every neuron layer's per-neuron table
+    (:data:`ecs_deploy.kernels.NEURON_FIELDS`) along the neuron axis, layer
+    after layer. ``layer_table`` has one row per neuron layer
+    (:data:`LAYER_COLUMNS`), where ``first_step`` is the layer's delay
+    ``D_l`` and ``listed`` is 1 when a consumer reads the layer's spikes as
+    an index list. ``connections`` lists the feed-forward connections,
+    grouped by target layer (:data:`CONNECTION_COLUMNS`). ``weights`` holds
+    every connection's matrix, row-major, one after the other:
+    ``[N_source, N_target]`` in ``weights``, or ``[N_target, N_source]``
+    in ``dense_weights`` for a ``dense`` connection. A recurrent matrix sits
+    in ``weights`` at the layer's ``recurrent_offset`` (-1 without one).
+    ``relay_listed`` is true when a consumer reads the input relays' spikes
+    as an index list. All words have the dtype ``word``, except weights
+    that fit ``int16``.
+    """
+
+    word: type
+    neuron_table: np.ndarray
+    layer_table: np.ndarray
+    connections: np.ndarray
+    weights: np.ndarray
+    dense_weights: np.ndarray
+    layer_names: tuple[str, ...]
+    relay_name: str
+    relay_delay: int
+    relay_listed: bool
+    output_index: int
+
+    @classmethod
+    def from_network(cls, network: IntegerNetwork) -> FusedNetwork:
+        """Flatten ``network``; the word is 32 bits when no layer's arithmetic needs more."""
+        delays = network.layer_delays()
+        names = [layer.name for layer in network.neuron_layers]
+        index = {name: position for position, name in enumerate(names)}
+        index[network.input_layer.name] = INPUT_SOURCE
+
+        arrays: list[LayerArrays] = []
+        rows: list[list[int]] = []
+        connections: list[tuple[int, int, int, bool]] = []
+        matrices: list[np.ndarray] = []
+        dense_matrices: list[np.ndarray] = []
+        listed = {name: False for name in index}
+        start = offset = dense_offset = 0
+        bound = 0
+        for layer in network.neuron_layers:
+            assert layer.params is not None and layer.bias is not None
+            layer_arrays = LayerArrays.from_params(layer.params, layer.bias)
+            arrays.append(layer_arrays)
+
+            # Bound on one step's input: |bias| plus every incoming fan-in, recurrent included.
+            input_bound = max_abs(layer_arrays.bias)
+            first_connection = len(connections)
+            recurrent_offset = -1
+            for connection in network.incoming(layer.name):
+                matrix = connection.weights.to_dense(np.int64).T
+                input_bound += fan_in_bound(matrix)
+                dense = not connection.recurrent and layer.size <= DENSE_TARGETS_MAX
+                listed[connection.source] = listed[connection.source] or not dense
+                if dense:
+                    connections.append((index[connection.source], dense_offset, matrix.shape[0], True))
+                    dense_matrices.append(matrix.T.ravel())
+                    dense_offset += matrix.size
+                    continue
+                if connection.recurrent:
+                    recurrent_offset = offset
+                else:
+                    connections.append((index[connection.source], offset, matrix.shape[0], False))
+                matrices.append(matrix.ravel())
+                offset += matrix.size
+            bound = max(bound, layer_arrays.word_bound(input_bound))
+
+            settings = [int(value) for value in layer_arrays.settings()]
+            rows.append(
+                [
+                    *settings,
+                    start,
+                    layer.size,
+                    delays[layer.name],
+                    first_connection,
+                    len(connections),
+                    recurrent_offset,
+                    0,
+                ]
+            )
+            start += layer.size
+
+        layer_table = np.array(rows, dtype=np.int64).reshape(len(rows), len(LAYER_COLUMNS))
+        layer_table[:, LISTED] = [listed[name] for name in names]
+        word = word_dtype(bound)
+        weights = np.concatenate(matrices) if matrices else np.zeros(0, dtype=np.int64)
+        dense_weights = np.concatenate(dense_matrices) if dense_matrices else np.zeros(0, dtype=np.int64)
+        return cls(
+            word=word,
+            neuron_table=_narrow(np.concatenate([a.neuron_table(np.int64) for a in arrays], axis=1), word),
+            layer_table=layer_table,
+            connections=np.array(connections, dtype=np.int64).reshape(len(connections), len(CONNECTION_COLUMNS)),
+            weights=_narrow(weights, word),
+            dense_weights=_narrow(dense_weights, word),
+            layer_names=tuple(names),
+            relay_name=network.input_layer.name,
+            relay_delay=delays[network.input_layer.name],
+            relay_listed=listed[network.input_layer.name],
+            output_index=index[network.output_layer],
+        )
+
+    @property
+    def num_neurons(self) -> int:
+        """Neurons of all neuron layers together."""
+        return int(self.neuron_table.shape[1])
+
+    def run(
+        self, frames: np.ndarray, num_timesteps: int, record_spikes: bool
+    ) -> tuple[np.ndarray, dict[str, np.ndarray], dict[str, np.ndarray] | None]:
+        """Simulate ``num_timesteps`` accelerator steps of binary ``frames [B, T, N_in]``.
+
+        Returns the output layer's states ``[T_sim, B, N_out]`` (``int64``),
+        the spike counts ``[B, N]`` of every layer (the input relays first)
+        and, with ``record_spikes``, every layer's raster
+        ``bool [T_sim, B, N]``, each in accelerator time like
+        :class:`ecs_deploy.simulator.BatchResult`.
+        """
+        if frames.dtype == np.uint8:
+            frames = np.ascontiguousarray(frames)
+        else:
+            frames = np.ascontiguousarray(frames != 0).view(np.uint8)
+        batch, input_steps, num_inputs = frames.shape
+        relay_steps = max(min(input_steps, num_timesteps - self.relay_delay), 0)
+        if not input_steps:
+            # The kernel takes a frame view at every step, used or not.
+            frames = np.zeros((batch, 1, num_inputs), dtype=np.uint8)
+        n_steps = np.maximum(num_timesteps - self.layer_table[:, FIRST_STEP], 0)
+
+        output = self.layer_table[self.output_index]
+        # Sample-major, so that each sample writes one contiguous block.
+        sample_states = np.zeros((batch, num_timesteps, output[SIZE]), dtype=np.int64)
+        counts = np.zeros((batch, self.num_neurons), dtype=np.int64)
+        relay_counts = np.zeros((batch, num_inputs), dtype=np.int64)
+        shape = (num_timesteps, batch, self.num_neurons) if record_spikes else (0, 0, 0)
+        raster = np.zeros(shape, dtype=np.bool_)
+
+        kernel = _fused_serial if use_serial(batch) else _fused_parallel
+        kernel(
+            frames,
+            relay_steps,
+            self.relay_listed,
+            n_steps,
+            np.zeros(0, dtype=self.word),
+            self.neuron_table,
+            self.layer_table,
+            self.connections,
+            self.weights,
+            self.dense_weights,
+            self.output_index,
+            sample_states,
+            counts,
+            relay_counts,
+            raster,
+        )
+
+        output_states = np.ascontiguousarray(sample_states.transpose(1, 0, 2))
+        starts = self.layer_table[:, START]
+        sizes = self.layer_table[:, SIZE]
+        spike_counts = {self.relay_name: relay_counts}
+        for name, start, size in zip(self.layer_names, starts, sizes, strict=True):
+            spike_counts[name] = counts[:, start : start + size]
+        if not record_spikes:
+            return output_states, spike_counts, None
+
+        relay_raster = np.zeros((num_timesteps, batch, num_inputs), dtype=np.bool_)
+        relay_raster[self.relay_delay : self.relay_delay + relay_steps] = frames[:, :relay_steps].transpose(1, 0, 2)
+        rasters = {self.relay_name: relay_raster}
+        for name, start, size in zip(self.layer_names, starts, sizes, strict=True):
+            rasters[name] = raster[:, :, start : start + size]
+        return output_states, spike_counts, rasters
+
+
+if HAVE_NUMBA:
+    from ecs_deploy.kernels import add_dense, add_rows, as_word, compact_spikes, update_neurons
+
+    @numba.njit(cache=True, nogil=True)
+    def _fused_sample(  # pragma: no cover - compiled; covered through FusedNetwork.run
+        b,
+        frames,
+        relay_steps,
+        relay_listed,
+        n_steps,
+        word_like,
+        neuron_table,
+        layer_table,
+        connections,
+        weights,
+        dense_weights,
+        output_index,
+        output_states,
+        counts,
+        relay_counts,
+        raster,
+    ):
+        """Run every layer of sample ``b`` over all its steps (see :meth:`FusedNetwork.run`).
+
+        Per step, the input relays' spikes come first. Then each layer in
+        network order adds the input from every source's spikes of this step
+        to its bias, adds the recurrent rows of its own spikes of the previous
+        step, updates its neurons and lists its new spikes where a consumer
+        reads the list. ``output_states`` is sample-major here,
+        ``[B, T_sim, N_out]``.
+        """
+        word = word_like.dtype
+        num_layers = layer_table.shape[0]
+        num_inputs = frames.shape[2]
+        total = neuron_table.shape[1]
+        record_spikes = raster.size > 0
+        bias = neuron_table[BIAS]
+
+        v = np.zeros(total, dtype=word)
+        current = np.zeros(total, dtype=word)
+        fired = np.zeros(total, dtype=np.uint8)
+        tally = np.zeros(total, dtype=word)
+        # Each layer's input of the coming step, filled with the bias for a start.
+        drive = bias.astype(word)
+        # Each listed layer's spikes of its latest step, as neuron indices from the layer's start on.
+        spiking = np.zeros(total, dtype=np.int64)
+        active = np.zeros(num_layers, dtype=np.int64)
+        inputs = np.zeros(max(num_inputs, 1), dtype=np.int64)
+        relay_tally = np.zeros(num_inputs, dtype=word)
+
+        # The relays may run one step longer than every neuron layer, and their counts include that step.
+        for t in range(max(relay_steps, n_steps.max())):
+            has_input = t < relay_steps
+            frame = frames[b, min(t, frames.shape[1] - 1)]
+            input_active = 0
+            if has_input:
+                for j in range(num_inputs):
+                    relay_tally[j] = as_word(relay_tally[j] + frame[j], relay_tally)
+                if relay_listed:
+                    input_active = compact_spikes(frame, num_inputs, inputs, 0)
+
+            for layer in range(num_layers):
+                if t >= n_steps[layer]:
+                    continue
+                settings = layer_table[layer]
+                start = settings[START]
+                size = settings[SIZE]
+
+                layer_drive = drive[start : start + size]
+                for connection in range(settings[CONNECTION_START], settings[CONNECTION_STOP]):
+                    source = connections[connection, SOURCE]
+                    offset = connections[connection, WEIGHT_OFFSET]
+                    source_size = connections[connection, SOURCE_SIZE]
+                    dense = connections[connection, DENSE]
+                    if source == INPUT_SOURCE:
+                        if not has_input:
+                            continue
+                        if dense:
+                            add_dense(layer_drive, dense_weights, offset, size, frame, source_size)
+                        else:
+                            add_rows(layer_drive, weights, offset, size, inputs, 0, input_active)
+                    else:
+                        source_start = layer_table[source, START]
+                        if dense:
+                            flags = fired[source_start : source_start + source_size]
+                            add_dense(layer_drive, dense_weights, offset, size, flags, source_size)
+                        else:
+                            add_rows(layer_drive, weights, offset, size, spiking, source_start, active[source])
+                if settings[RECURRENT_OFFSET] >= 0:
+                    # The list still contains this layer's spikes of the previous step.
+                    add_rows(layer_drive, weights, settings[RECURRENT_OFFSET], size, spiking, start, active[layer])
+
+                update_neurons(v, current, layer_drive, fired, tally, neuron_table, start, size, settings)
+
+                if settings[LISTED]:
+                    active[layer] = compact_spikes(fired[start : start + size], size, spiking, start)
+                if record_spikes:
+                    step = settings[FIRST_STEP] + t
+                    for n in range(size):
+                        raster[step, b, start + n] = fired[start + n] != 0
+                if layer == output_index:
+                    step = settings[FIRST_STEP] + t
+                    for n in range(size):
+                        output_states[b, step, n] = v[start + n]
+
+        for n in range(total):
+            counts[b, n] = tally[n]
+        for j in range(num_inputs):
+            relay_counts[b, j] = relay_tally[j]
+
+    @numba.njit(parallel=True, cache=True, nogil=True)
+    def _fused_parallel(frames, *args):  # pragma: no cover - compiled; covered through FusedNetwork.run
+        """Run :func:`_fused_sample` for every sample, the samples spread over numba's threads."""
+        for b in numba.prange(frames.shape[0]):
+            _fused_sample(b, frames, *args)
+
+    @numba.njit(cache=True, nogil=True)
+    def _fused_serial(frames, *args):  # pragma: no cover - compiled; covered through FusedNetwork.run
+        """Run :func:`_fused_sample` for every sample on the calling thread."""
+        for b in range(frames.shape[0]):
+            _fused_sample(b, frames, *args)
