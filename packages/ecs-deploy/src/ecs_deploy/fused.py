@@ -86,8 +86,9 @@ class FusedNetwork:
     in ``dense_weights`` for a ``dense`` connection. A recurrent matrix sits
     in ``weights`` at the layer's ``recurrent_offset`` (-1 without one).
     ``relay_listed`` is true when a consumer reads the input relays' spikes
-    as an index list. All words have the dtype ``word``, except weights
-    that fit ``int16``.
+    as an index list. All words have the dtype ``word``, except weights and
+    parameters that fit ``int16``. ``layer_spans`` lists each neuron layer's
+    name with its first and past-the-end neuron.
     """
 
     word: type
@@ -96,11 +97,12 @@ class FusedNetwork:
     connections: np.ndarray
     weights: np.ndarray
     dense_weights: np.ndarray
-    layer_names: tuple[str, ...]
+    layer_spans: tuple[tuple[str, int, int], ...]
     relay_name: str
     relay_delay: int
     relay_listed: bool
     output_index: int
+    output_size: int
 
     @classmethod
     def from_network(cls, network: IntegerNetwork) -> FusedNetwork:
@@ -160,6 +162,7 @@ class FusedNetwork:
             )
             start += layer.size
 
+        spans = tuple((name, row[START], row[START] + row[SIZE]) for name, row in zip(names, rows, strict=True))
         layer_table = np.array(rows, dtype=np.int64).reshape(len(rows), len(LAYER_COLUMNS))
         layer_table[:, LISTED] = [listed[name] for name in names]
         word = word_dtype(bound)
@@ -172,11 +175,12 @@ class FusedNetwork:
             connections=np.array(connections, dtype=np.int64).reshape(len(connections), len(CONNECTION_COLUMNS)),
             weights=_narrow(weights, word),
             dense_weights=_narrow(dense_weights, word),
-            layer_names=tuple(names),
+            layer_spans=spans,
             relay_name=network.input_layer.name,
             relay_delay=delays[network.input_layer.name],
             relay_listed=listed[network.input_layer.name],
             output_index=index[network.output_layer],
+            output_size=network.layer(network.output_layer).size,
         )
 
     @property
@@ -204,13 +208,11 @@ class FusedNetwork:
         if not input_steps:
             # The kernel takes a frame view at every step, used or not.
             frames = np.zeros((batch, 1, num_inputs), dtype=np.uint8)
-        n_steps = np.maximum(num_timesteps - self.layer_table[:, FIRST_STEP], 0)
 
-        output = self.layer_table[self.output_index]
         # Sample-major, so that each sample writes one contiguous block.
-        sample_states = np.zeros((batch, num_timesteps, output[SIZE]), dtype=np.int64)
-        counts = np.zeros((batch, self.num_neurons), dtype=np.int64)
-        relay_counts = np.zeros((batch, num_inputs), dtype=np.int64)
+        sample_states = np.zeros((batch, num_timesteps, self.output_size), dtype=np.int64)
+        # The relays' counts first, then every neuron layer's.
+        counts = np.zeros((batch, num_inputs + self.num_neurons), dtype=np.int64)
         shape = (num_timesteps, batch, self.num_neurons) if record_spikes else (0, 0, 0)
         raster = np.zeros(shape, dtype=np.bool_)
 
@@ -218,8 +220,8 @@ class FusedNetwork:
         kernel(
             frames,
             relay_steps,
+            num_timesteps,
             self.relay_listed,
-            n_steps,
             np.zeros(0, dtype=self.word),
             self.neuron_table,
             self.layer_table,
@@ -229,24 +231,21 @@ class FusedNetwork:
             self.output_index,
             sample_states,
             counts,
-            relay_counts,
             raster,
         )
 
         output_states = np.ascontiguousarray(sample_states.transpose(1, 0, 2))
-        starts = self.layer_table[:, START]
-        sizes = self.layer_table[:, SIZE]
-        spike_counts = {self.relay_name: relay_counts}
-        for name, start, size in zip(self.layer_names, starts, sizes, strict=True):
-            spike_counts[name] = counts[:, start : start + size]
+        spike_counts = {self.relay_name: counts[:, :num_inputs]}
+        for name, start, stop in self.layer_spans:
+            spike_counts[name] = counts[:, num_inputs + start : num_inputs + stop]
         if not record_spikes:
             return output_states, spike_counts, None
 
         relay_raster = np.zeros((num_timesteps, batch, num_inputs), dtype=np.bool_)
         relay_raster[self.relay_delay : self.relay_delay + relay_steps] = frames[:, :relay_steps].transpose(1, 0, 2)
         rasters = {self.relay_name: relay_raster}
-        for name, start, size in zip(self.layer_names, starts, sizes, strict=True):
-            rasters[name] = raster[:, :, start : start + size]
+        for name, start, stop in self.layer_spans:
+            rasters[name] = raster[:, :, start:stop]
         return output_states, spike_counts, rasters
 
 
@@ -258,8 +257,8 @@ if HAVE_NUMBA:
         b,
         frames,
         relay_steps,
+        num_timesteps,
         relay_listed,
-        n_steps,
         word_like,
         neuron_table,
         layer_table,
@@ -269,7 +268,6 @@ if HAVE_NUMBA:
         output_index,
         output_states,
         counts,
-        relay_counts,
         raster,
     ):
         """Run every layer of sample ``b`` over all its steps (see :meth:`FusedNetwork.run`).
@@ -279,7 +277,7 @@ if HAVE_NUMBA:
         to its bias, adds the recurrent rows of its own spikes of the previous
         step, updates its neurons and lists its new spikes where a consumer
         reads the list. ``output_states`` is sample-major here,
-        ``[B, T_sim, N_out]``.
+        ``[B, T_sim, N_out]``, and ``counts`` has the relays' columns first.
         """
         word = word_like.dtype
         num_layers = layer_table.shape[0]
@@ -287,6 +285,11 @@ if HAVE_NUMBA:
         total = neuron_table.shape[1]
         record_spikes = raster.size > 0
         bias = neuron_table[BIAS]
+
+        # Steps each layer runs: from its delay D_l to the end of the run.
+        n_steps = np.zeros(num_layers, dtype=np.int64)
+        for layer in range(num_layers):
+            n_steps[layer] = max(num_timesteps - layer_table[layer, FIRST_STEP], 0)
 
         v = np.zeros(total, dtype=word)
         current = np.zeros(total, dtype=word)
@@ -355,10 +358,10 @@ if HAVE_NUMBA:
                     for n in range(size):
                         output_states[b, step, n] = v[start + n]
 
-        for n in range(total):
-            counts[b, n] = tally[n]
         for j in range(num_inputs):
-            relay_counts[b, j] = relay_tally[j]
+            counts[b, j] = relay_tally[j]
+        for n in range(total):
+            counts[b, num_inputs + n] = tally[n]
 
     @numba.njit(parallel=True, cache=True, nogil=True)
     def _fused_parallel(frames, *args):  # pragma: no cover - compiled; covered through FusedNetwork.run
