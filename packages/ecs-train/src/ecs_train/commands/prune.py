@@ -33,7 +33,10 @@ def prune_command(
     sparsity: Annotated[
         float | None,
         typer.Option(
-            "--sparsity", min=0.0, max=0.999999, help="Fraction of all weights to prune, e.g. 0.3 (default: config)."
+            "--sparsity",
+            min=0.0,
+            max=0.999999,
+            help="Fraction of all weights to prune, e.g. 0.3; 0 only fine-tunes (default: config).",
         ),
     ] = None,
     fit_hardware: Annotated[
@@ -102,7 +105,8 @@ def prune_command(
         pruning_cfg = experiment.pruning_cfg
         target = pruning_cfg.sparsity if sparsity is None else sparsity
         fit = pruning_cfg.fit_hardware if fit_hardware is None else fit_hardware
-        if target <= 0.0 and not fit:
+        # An explicit --sparsity 0 fine-tunes without pruning, the control for a pruned run.
+        if target <= 0.0 and not fit and sparsity is None:
             raise ValueError("nothing to prune: give --sparsity (a fraction such as 0.3) or --fit-hardware")
         folder = checkpoint if checkpoint.is_dir() else checkpoint.parent
         target_path = out if out is not None else folder / DEFAULT_OUTPUT_NAME
