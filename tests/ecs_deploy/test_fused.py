@@ -10,8 +10,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ecs_common.formats import FixedPointFormat, QuantConfig
-from ecs_deploy.fused import DENSE, DENSE_TARGETS_MAX, INPUT_SOURCE, LISTED, SOURCE
-from ecs_deploy.kernels import HAVE_NUMBA, use_serial
+from ecs_deploy.fused import DENSE_TARGETS_MAX
+from ecs_deploy.kernels import DENSE, HAVE_NUMBA, INPUT_SOURCE, LISTED, SOURCE, use_serial
 from ecs_deploy.network import Network
 from ecs_deploy.simulator import BatchResult, BatchSimulator
 

@@ -1,15 +1,16 @@
-"""Whole-network numba kernel: every layer of one sample per step, with spikes kept as index lists.
+"""Whole-network simulation: a network flattened for one numba kernel that runs every layer of a sample per step.
 
 The per-layer path of :class:`ecs_deploy.simulator.BatchSimulator` writes
 each layer's spike raster ``[B, T, N]`` and reads it again for the next
-layer. This kernel instead advances all layers of one sample step by step in
-delay-free time, where every layer consumes its sources' spikes of the same
-step (see :mod:`ecs_deploy.model`). Each layer's spikes of the current step
-stay in a list of neuron indices, from which the next layers add weight rows,
-and as 0/1 flags, from which a narrow target layer takes one dot product per
-target neuron instead. No raster is written unless the caller asks for one.
-The neuron arithmetic is :func:`ecs_deploy.kernels.update_neurons`, so the
-results equal the per-layer kernels bit for bit.
+layer. The whole-network kernel instead advances all layers of one sample
+step by step in delay-free time, where every layer consumes its sources'
+spikes of the same step (see :mod:`ecs_deploy.model`). Each layer's spikes
+of the current step stay in a list of neuron indices, from which the next
+layers add weight rows, and as 0/1 flags, from which a narrow target layer
+takes one dot product per target neuron instead. No raster is written
+unless the caller asks for one. The kernel (``network_serial`` and
+``network_parallel``) lives in :mod:`ecs_deploy.kernels` and calls the same
+neuron update as the per-layer kernels, so the results agree bit for bit.
 """
 
 from __future__ import annotations
@@ -19,37 +20,23 @@ from dataclasses import dataclass
 import numpy as np
 
 from ecs_deploy.kernels import (
-    BIAS,
+    CONNECTION_COLUMNS,
     HAVE_NUMBA,
-    LAYER_SETTINGS,
+    INPUT_SOURCE,
+    LAYER_COLUMNS,
+    LISTED,
+    SIZE,
+    START,
     LayerArrays,
     fan_in_bound,
     max_abs,
-    numba,
     use_serial,
     word_dtype,
 )
 from ecs_deploy.model import IntegerNetwork
 
-# Columns of the layer table: a layer's settings row (LAYER_SETTINGS), then these.
-LAYER_COLUMNS: tuple[str, ...] = (
-    *LAYER_SETTINGS,
-    "start",
-    "size",
-    "first_step",
-    "connection_start",
-    "connection_stop",
-    "recurrent_offset",
-    "listed",
-)
-START, SIZE, FIRST_STEP, CONNECTION_START, CONNECTION_STOP, RECURRENT_OFFSET, LISTED = range(
-    len(LAYER_SETTINGS), len(LAYER_COLUMNS)
-)
-
-# Columns of the connection table. A source of -1 is the input relay layer.
-CONNECTION_COLUMNS: tuple[str, ...] = ("source", "weight_offset", "source_size", "dense")
-SOURCE, WEIGHT_OFFSET, SOURCE_SIZE, DENSE = range(len(CONNECTION_COLUMNS))
-INPUT_SOURCE = -1
+if HAVE_NUMBA:
+    from ecs_deploy.kernels import network_parallel, network_serial
 
 # Widest target layer that sums a connection's input as one dot product per
 # target over the source's spike flags rather than one weight row per spike.
@@ -217,7 +204,7 @@ class FusedNetwork:
         shape = (num_timesteps, batch, self.num_neurons) if record_spikes else (0, 0, 0)
         raster = np.zeros(shape, dtype=np.bool_)
 
-        kernel = _fused_serial if use_serial(batch) else _fused_parallel
+        kernel = network_serial if use_serial(batch) else network_parallel
         kernel(
             frames,
             relay_steps,
@@ -248,130 +235,3 @@ class FusedNetwork:
         for name, start, stop in self.layer_spans:
             rasters[name] = raster[:, :, start:stop]
         return output_states, spike_counts, rasters
-
-
-if HAVE_NUMBA:
-    from ecs_deploy.kernels import add_dense, add_rows, as_word, compact_spikes, update_neurons
-
-    @numba.njit(cache=True, nogil=True)
-    def _fused_sample(  # pragma: no cover - compiled; covered through FusedNetwork.run
-        b,
-        frames,
-        relay_steps,
-        num_timesteps,
-        relay_listed,
-        word_like,
-        neuron_table,
-        layer_table,
-        connections,
-        weights,
-        dense_weights,
-        output_index,
-        output_states,
-        counts,
-        raster,
-    ):
-        """Run every layer of sample ``b`` over all its steps (see :meth:`FusedNetwork.run`).
-
-        Per step, the input relays' spikes come first. Then each layer in
-        network order adds the input from every source's spikes of this step
-        to its bias, adds the recurrent rows of its own spikes of the previous
-        step, updates its neurons and lists its new spikes where a consumer
-        reads the list. ``output_states`` is sample-major here,
-        ``[B, T_sim, N_out]``, and ``counts`` has the relays' columns first.
-        """
-        word = word_like.dtype
-        num_layers = layer_table.shape[0]
-        num_inputs = frames.shape[2]
-        total = neuron_table.shape[1]
-        record_spikes = raster.size > 0
-        bias = neuron_table[BIAS]
-
-        # Steps each layer runs: from its delay D_l to the end of the run.
-        n_steps = np.zeros(num_layers, dtype=np.int64)
-        for layer in range(num_layers):
-            n_steps[layer] = max(num_timesteps - layer_table[layer, FIRST_STEP], 0)
-
-        v = np.zeros(total, dtype=word)
-        current = np.zeros(total, dtype=word)
-        fired = np.zeros(total, dtype=np.uint8)
-        tally = np.zeros(total, dtype=word)
-        # Each layer's input of the coming step, filled with the bias for a start.
-        drive = bias.astype(word)
-        # Each listed layer's spikes of its latest step, as neuron indices from the layer's start on.
-        spiking = np.zeros(total, dtype=np.int64)
-        active = np.zeros(num_layers, dtype=np.int64)
-        inputs = np.zeros(max(num_inputs, 1), dtype=np.int64)
-        relay_tally = np.zeros(num_inputs, dtype=word)
-
-        # The relays may run one step longer than every neuron layer, and their counts include that step.
-        for t in range(max(relay_steps, n_steps.max())):
-            has_input = t < relay_steps
-            frame = frames[b, min(t, frames.shape[1] - 1)]
-            input_active = 0
-            if has_input:
-                for j in range(num_inputs):
-                    relay_tally[j] = as_word(relay_tally[j] + frame[j], relay_tally)
-                if relay_listed:
-                    input_active = compact_spikes(frame, num_inputs, inputs, 0)
-
-            for layer in range(num_layers):
-                if t >= n_steps[layer]:
-                    continue
-                settings = layer_table[layer]
-                start = settings[START]
-                size = settings[SIZE]
-
-                layer_drive = drive[start : start + size]
-                for connection in range(settings[CONNECTION_START], settings[CONNECTION_STOP]):
-                    source = connections[connection, SOURCE]
-                    offset = connections[connection, WEIGHT_OFFSET]
-                    source_size = connections[connection, SOURCE_SIZE]
-                    dense = connections[connection, DENSE]
-                    if source == INPUT_SOURCE:
-                        if not has_input:
-                            continue
-                        if dense:
-                            add_dense(layer_drive, dense_weights, offset, size, frame, source_size)
-                        else:
-                            add_rows(layer_drive, weights, offset, size, inputs, 0, input_active)
-                    else:
-                        source_start = layer_table[source, START]
-                        if dense:
-                            flags = fired[source_start : source_start + source_size]
-                            add_dense(layer_drive, dense_weights, offset, size, flags, source_size)
-                        else:
-                            add_rows(layer_drive, weights, offset, size, spiking, source_start, active[source])
-                if settings[RECURRENT_OFFSET] >= 0:
-                    # The list still contains this layer's spikes of the previous step.
-                    add_rows(layer_drive, weights, settings[RECURRENT_OFFSET], size, spiking, start, active[layer])
-
-                update_neurons(v, current, layer_drive, fired, tally, neuron_table, start, size, settings)
-
-                if settings[LISTED]:
-                    active[layer] = compact_spikes(fired[start : start + size], size, spiking, start)
-                if record_spikes:
-                    step = settings[FIRST_STEP] + t
-                    for n in range(size):
-                        raster[step, b, start + n] = fired[start + n] != 0
-                if layer == output_index:
-                    step = settings[FIRST_STEP] + t
-                    for n in range(size):
-                        output_states[b, step, n] = v[start + n]
-
-        for j in range(num_inputs):
-            counts[b, j] = relay_tally[j]
-        for n in range(total):
-            counts[b, num_inputs + n] = tally[n]
-
-    @numba.njit(parallel=True, cache=True, nogil=True)
-    def _fused_parallel(frames, *args):  # pragma: no cover - compiled; covered through FusedNetwork.run
-        """Run :func:`_fused_sample` for every sample, the samples spread over numba's threads."""
-        for b in numba.prange(frames.shape[0]):
-            _fused_sample(b, frames, *args)
-
-    @numba.njit(cache=True, nogil=True)
-    def _fused_serial(frames, *args):  # pragma: no cover - compiled; covered through FusedNetwork.run
-        """Run :func:`_fused_sample` for every sample on the calling thread."""
-        for b in range(frames.shape[0]):
-            _fused_sample(b, frames, *args)

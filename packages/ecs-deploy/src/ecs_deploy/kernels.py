@@ -1,12 +1,18 @@
-"""Neuron-update loops over time for a batch: numba kernels and a numpy twin that gives identical results.
+"""Neuron-update loops over time: numba kernels for one layer or a whole network, and a numpy twin.
 
-Both run ``ecs_common.neuron.integer_step``'s arithmetic for one layer over
-all timesteps of a batch, given the layer's weighted input per step or the
-source spikes with their weights. They are tested to agree bit for bit with
-each other and with ``integer_step``. The numba kernels compute in 32-bit
-words when :meth:`LayerArrays.word_bound` shows that no intermediate value
-needs more, which doubles the SIMD width, and in 64 bits otherwise.
-:mod:`ecs_deploy.fused` reuses their neuron update for whole networks.
+The per-layer kernels run ``ecs_common.neuron.integer_step``'s arithmetic
+for one layer over all timesteps of a batch, given the layer's weighted
+input per step or the source spikes with their weights. The whole-network
+kernel (``network_serial``, ``network_parallel``) runs every layer of a
+sample per step on the arrays of :class:`ecs_deploy.fused.FusedNetwork`.
+All are tested to agree bit for bit with each other and with
+``integer_step``. The numba kernels compute in 32-bit words when
+:meth:`LayerArrays.word_bound` shows that no intermediate value needs more,
+which doubles the SIMD width, and in 64 bits otherwise.
+
+Every numba function that calls the helpers below lives in this file:
+numba's on-disk cache recompiles a function only when its own source file
+changes, so a caller in another module would keep running an old helper.
 """
 
 from __future__ import annotations
@@ -27,9 +33,30 @@ BACKENDS: tuple[str, ...] = ("auto", "numba", "numpy")
 NEURON_FIELDS: tuple[str, ...] = ("k_mem", "k_syn", "v_leak", "v_threshold", "v_reset", "bias")
 K_MEM, K_SYN, V_LEAK, V_THRESHOLD, V_RESET, BIAS = range(len(NEURON_FIELDS))
 
-# Columns of a layer's settings row (LayerArrays.settings); ecs_deploy.fused appends more.
+# Columns of a layer's settings row (LayerArrays.settings).
 LAYER_SETTINGS: tuple[str, ...] = ("decay_fl", "state_min", "state_max", "cubalif", "fires", "subtract")
 DECAY_FL, STATE_MIN, STATE_MAX, CUBALIF, FIRES, SUBTRACT = range(len(LAYER_SETTINGS))
+
+# Columns of the whole-network layer table (ecs_deploy.fused.FusedNetwork): a layer's
+# settings row, then these.
+LAYER_COLUMNS: tuple[str, ...] = (
+    *LAYER_SETTINGS,
+    "start",
+    "size",
+    "first_step",
+    "connection_start",
+    "connection_stop",
+    "recurrent_offset",
+    "listed",
+)
+START, SIZE, FIRST_STEP, CONNECTION_START, CONNECTION_STOP, RECURRENT_OFFSET, LISTED = range(
+    len(LAYER_SETTINGS), len(LAYER_COLUMNS)
+)
+
+# Columns of the connection table. A source of -1 is the input relay layer.
+CONNECTION_COLUMNS: tuple[str, ...] = ("source", "weight_offset", "source_size", "dense")
+SOURCE, WEIGHT_OFFSET, SOURCE_SIZE, DENSE = range(len(CONNECTION_COLUMNS))
+INPUT_SOURCE = -1
 
 # Largest magnitude that the 32-bit kernels accept for an intermediate value.
 INT32_LIMIT = 2**31 - 1
@@ -406,6 +433,131 @@ if HAVE_NUMBA:
         """Run :func:`_layer_sample` for every sample on the calling thread."""
         for b in range(spikes.shape[0]):
             _layer_sample(b, spikes, *args)
+
+    @numba.njit(cache=True, nogil=True)
+    def _network_sample(  # pragma: no cover - compiled; covered through ecs_deploy.fused.FusedNetwork.run
+        b,
+        frames,
+        relay_steps,
+        num_timesteps,
+        relay_listed,
+        word_like,
+        neuron_table,
+        layer_table,
+        connections,
+        weights,
+        dense_weights,
+        output_index,
+        output_states,
+        counts,
+        raster,
+    ):
+        """Run every layer of sample ``b`` over all its steps (see :meth:`ecs_deploy.fused.FusedNetwork.run`).
+
+        Per step, the input relays' spikes come first. Then each layer in
+        network order adds the input from its sources' spikes of this step
+        and the recurrent rows of its own spikes of the previous step to its
+        bias. It then updates its neurons and lists its new spikes where a
+        consumer reads the list. ``output_states`` is sample-major here,
+        ``[B, T_sim, N_out]``, and ``counts`` has the relays' columns first.
+        """
+        word = word_like.dtype
+        num_layers = layer_table.shape[0]
+        num_inputs = frames.shape[2]
+        total = neuron_table.shape[1]
+        record_spikes = raster.size > 0
+        bias = neuron_table[BIAS]
+
+        # Steps each layer runs: from its delay D_l to the end of the run.
+        n_steps = np.zeros(num_layers, dtype=np.int64)
+        for layer in range(num_layers):
+            n_steps[layer] = max(num_timesteps - layer_table[layer, FIRST_STEP], 0)
+
+        v = np.zeros(total, dtype=word)
+        current = np.zeros(total, dtype=word)
+        fired = np.zeros(total, dtype=np.uint8)
+        tally = np.zeros(total, dtype=word)
+        # Each layer's input of the coming step, filled with the bias for a start.
+        drive = bias.astype(word)
+        # Each listed layer's spikes of its latest step, as neuron indices from the layer's start on.
+        spiking = np.zeros(total, dtype=np.int64)
+        active = np.zeros(num_layers, dtype=np.int64)
+        inputs = np.zeros(max(num_inputs, 1), dtype=np.int64)
+        relay_tally = np.zeros(num_inputs, dtype=word)
+
+        # The relays may run one step longer than every neuron layer, and their counts include that step.
+        for t in range(max(relay_steps, n_steps.max())):
+            has_input = t < relay_steps
+            frame = frames[b, min(t, frames.shape[1] - 1)]
+            input_active = 0
+            if has_input:
+                for j in range(num_inputs):
+                    relay_tally[j] = as_word(relay_tally[j] + frame[j], relay_tally)
+                if relay_listed:
+                    input_active = compact_spikes(frame, num_inputs, inputs, 0)
+
+            for layer in range(num_layers):
+                if t >= n_steps[layer]:
+                    continue
+                settings = layer_table[layer]
+                start = settings[START]
+                size = settings[SIZE]
+
+                layer_drive = drive[start : start + size]
+                for connection in range(settings[CONNECTION_START], settings[CONNECTION_STOP]):
+                    source = connections[connection, SOURCE]
+                    offset = connections[connection, WEIGHT_OFFSET]
+                    source_size = connections[connection, SOURCE_SIZE]
+                    dense = connections[connection, DENSE]
+                    if source == INPUT_SOURCE:
+                        if not has_input:
+                            continue
+                        if dense:
+                            add_dense(layer_drive, dense_weights, offset, size, frame, source_size)
+                        else:
+                            add_rows(layer_drive, weights, offset, size, inputs, 0, input_active)
+                    else:
+                        source_start = layer_table[source, START]
+                        if dense:
+                            flags = fired[source_start : source_start + source_size]
+                            add_dense(layer_drive, dense_weights, offset, size, flags, source_size)
+                        else:
+                            add_rows(layer_drive, weights, offset, size, spiking, source_start, active[source])
+                if settings[RECURRENT_OFFSET] >= 0:
+                    # The list still contains this layer's spikes of the previous step.
+                    add_rows(layer_drive, weights, settings[RECURRENT_OFFSET], size, spiking, start, active[layer])
+
+                update_neurons(v, current, layer_drive, fired, tally, neuron_table, start, size, settings)
+
+                if settings[LISTED]:
+                    active[layer] = compact_spikes(fired[start : start + size], size, spiking, start)
+                if record_spikes:
+                    step = settings[FIRST_STEP] + t
+                    for n in range(size):
+                        raster[step, b, start + n] = fired[start + n] != 0
+                if layer == output_index:
+                    step = settings[FIRST_STEP] + t
+                    for n in range(size):
+                        output_states[b, step, n] = v[start + n]
+
+        for j in range(num_inputs):
+            counts[b, j] = relay_tally[j]
+        for n in range(total):
+            counts[b, num_inputs + n] = tally[n]
+
+    @numba.njit(parallel=True, cache=True, nogil=True)
+    def network_parallel(
+        frames, *args
+    ):  # pragma: no cover - compiled; covered through ecs_deploy.fused.FusedNetwork.run
+        """Run :func:`_network_sample` for every sample, the samples spread over numba's threads."""
+        for b in numba.prange(frames.shape[0]):
+            _network_sample(b, frames, *args)
+
+    @numba.njit(cache=True, nogil=True)
+    def network_serial(frames, *args):  # pragma: no cover - compiled; covered through ecs_deploy.fused.FusedNetwork.run
+        """Run :func:`_network_sample` for every sample on the calling thread."""
+        for b in range(frames.shape[0]):
+            _network_sample(b, frames, *args)
 
 
 _EMPTY_FRAMES = np.zeros((1, 1, 1), dtype=np.float32)
