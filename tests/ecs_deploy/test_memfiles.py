@@ -7,11 +7,22 @@ import json
 import numpy as np
 import pytest
 from deploy_testing import conv_net, dense_net, random_inputs
+from typer.testing import CliRunner
 
 from ecs_common.errors import ResourceError
 from ecs_common.formats import QuantConfig
 from ecs_common.hardware import HardwareConfig
-from ecs_deploy.errors import MemFileError, MemFileIntegrityError, OutputExistsError
+from ecs_deploy.bundle import (
+    CHECKSUMS_NAME,
+    MANIFEST_NAME,
+    BundleFile,
+    create_bundle,
+    format_checksums,
+    hash_file,
+    verify_bundle,
+)
+from ecs_deploy.cli import app
+from ecs_deploy.errors import BundleError, BundleVerificationError, MemFileError, MemFileIntegrityError, OutputExistsError
 from ecs_deploy.memfiles import FILE_KINDS, Field, load_mem_files, pack_words, unpack_words, word_layouts
 from ecs_deploy.network import Network
 
@@ -154,3 +165,75 @@ def test_utilization_table_is_printed(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "Core utilization: 3 of 4 cores" in printed
     assert "16 / 1024" in printed
+
+
+
+def _write_mem_files_cli(nir_file, out):
+    network_path, _ = nir_file
+    result = CliRunner().invoke(app, ["memfiles", str(network_path), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    return out
+
+
+def _change_first_word(path):
+    lines = path.read_text().splitlines()
+    lines[0] = "0" * len(lines[0]) if lines[0] != "0" * len(lines[0]) else "1" * len(lines[0])
+    path.write_text("\n".join(lines) + "\n")
+
+
+def _tampered_mem_files(nir_file, tmp_path):
+    """Write a memory-file set with the CLI, then change one word of the last core's weights."""
+    out = _write_mem_files_cli(nir_file, tmp_path / "memfiles")
+    target = sorted(out.glob("core*_weights.mem"))[-1]
+    _change_first_word(target)
+    return out, target
+
+
+def test_bundle_rejects_tampered_mem_files(nir_file, tmp_path):
+    folder, target = _tampered_mem_files(nir_file, tmp_path)
+    with pytest.raises(BundleError, match=rf"memory files not bundled: .*{target.name}.*sha256"):
+        create_bundle([folder], tmp_path / "bundle")
+    assert not (tmp_path / "bundle").exists()
+
+
+def test_bundle_cli_rejects_tampered_mem_files(nir_file, tmp_path):
+    folder, target = _tampered_mem_files(nir_file, tmp_path)
+    result = CliRunner().invoke(app, ["bundle", str(folder), "--out", str(tmp_path / "bundle")])
+    assert result.exit_code == 2, result.output
+    assert target.name in result.output
+    assert "checksums verified" not in result.output
+
+
+def test_verify_bundle_checks_inner_mem_files(nir_file, tmp_path):
+    folder = _write_mem_files_cli(nir_file, tmp_path / "memfiles")
+    bundle = create_bundle([folder], tmp_path / "bundle")
+    inner = sorted((bundle / "memfiles").glob("core*_weights.mem"))[-1]
+    _change_first_word(inner)
+
+    # Re-seal MANIFEST.json and SHA256SUMS, so that only the inner manifest.json can notice the change.
+    manifest = json.loads((bundle / MANIFEST_NAME).read_text())
+    for item in manifest["files"]:
+        if item["path"] == f"memfiles/{inner.name}":
+            item["sha256"] = hash_file(inner).sha256
+            item["size"] = inner.stat().st_size
+    (bundle / MANIFEST_NAME).write_text(json.dumps(manifest))
+    listed = [BundleFile(item["path"], item["size"], item["sha256"]) for item in manifest["files"]]
+    (bundle / CHECKSUMS_NAME).write_text(format_checksums([*listed, hash_file(bundle / MANIFEST_NAME)]))
+
+    with pytest.raises(BundleVerificationError, match=rf"memory files in 'memfiles' .*{inner.name}.*sha256"):
+        verify_bundle(bundle)
+
+
+def test_verify_memfiles_cli_accepts_clean_set(nir_file, tmp_path):
+    folder = _write_mem_files_cli(nir_file, tmp_path / "clean")
+    result = CliRunner().invoke(app, ["verify-memfiles", str(folder)])
+    assert result.exit_code == 0, result.output
+    assert "verified" in result.output
+
+
+def test_verify_memfiles_cli_names_changed_file(nir_file, tmp_path):
+    folder, target = _tampered_mem_files(nir_file, tmp_path)
+    result = CliRunner().invoke(app, ["verify-memfiles", str(folder)])
+    assert result.exit_code == 2, result.output
+    assert target.name in result.output
+    assert "sha256" in result.output

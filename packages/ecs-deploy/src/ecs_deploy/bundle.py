@@ -18,7 +18,14 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from ecs_deploy.__about__ import __version__
-from ecs_deploy.errors import BundleError, BundleExistsError, BundleFormatError, BundleVerificationError
+from ecs_deploy.errors import (
+    BundleError,
+    BundleExistsError,
+    BundleFormatError,
+    BundleVerificationError,
+    MemFileError,
+)
+from ecs_deploy.memfiles import find_mem_file_sets, verify_mem_files
 
 logger = logging.getLogger(__name__)
 
@@ -107,6 +114,7 @@ def create_bundle(
 
     entries = _plan_entries(sources, nir_file)
     _check_no_overlap(entries, out_path)
+    _check_mem_file_sets(entries)
 
     out_path.parent.mkdir(parents=True, exist_ok=True)
     work_dir = Path(tempfile.mkdtemp(prefix=f".{out_path.name}.", suffix=".partial", dir=out_path.parent))
@@ -258,6 +266,18 @@ def _guess_role(source: Path) -> str:
             return "test_vectors"
         return "other"
     return "test_vectors" if source.suffix in TEST_VECTOR_SUFFIXES else "other"
+
+
+def _check_mem_file_sets(entries: list[_Entry]) -> None:
+    """Reject a source folder whose memory files no longer match their manifest.json, before anything is copied."""
+    for entry in entries:
+        if not entry.source.is_dir():
+            continue
+        for directory in find_mem_file_sets(entry.source):
+            try:
+                verify_mem_files(directory)
+            except MemFileError as error:
+                raise BundleError(f"memory files not bundled: {error}") from None
 
 
 def _check_no_overlap(entries: list[_Entry], out_path: Path) -> None:
@@ -540,8 +560,23 @@ def verify_bundle_folder(bundle_dir: Path, display_path: Path | None = None) -> 
             extra=extra,
             mismatched=mismatched,
         )
+    _verify_inner_mem_files(bundle_dir, display_path)
     logger.info("Verified bundle %s: %d files", display_path, len(listed))
     return BundleVerification(path=display_path, files=tuple(listed[key] for key in sorted(listed)), manifest=manifest)
+
+
+def _verify_inner_mem_files(bundle_dir: Path, display_path: Path) -> None:
+    """Check each memory-file set in the bundle against its own manifest.json, which MANIFEST.json cannot vouch for."""
+    for directory in find_mem_file_sets(bundle_dir):
+        relative = directory.relative_to(bundle_dir).as_posix()
+        try:
+            verify_mem_files(directory)
+        except MemFileError as error:
+            raise BundleVerificationError(
+                f"bundle {str(display_path)!r} failed verification: memory files in {relative!r} do not match "
+                f"their manifest.json ({error}). Re-create the memory files and the bundle",
+                mismatched=[relative],
+            ) from None
 
 
 def _walk_present(bundle_dir: Path) -> Iterator[tuple[Path, str]]:

@@ -400,6 +400,41 @@ def _read_files(directory: Path, manifest: dict[str, Any]) -> dict[int, dict[str
     return images
 
 
+def verify_mem_files(directory: str | Path) -> int:
+    """Check every file listed in a memory-file manifest against its sha256 and word count; return the file count.
+
+    Raises :class:`MemFileIntegrityError` naming the first file whose sha256
+    differs, and :class:`MemFileError` for a missing file, a wrong word count
+    or a malformed manifest.
+    """
+    directory = Path(directory)
+    manifest = _read_manifest(directory)
+    try:
+        _read_files(directory, manifest)
+    except (KeyError, TypeError, UnicodeDecodeError) as error:
+        raise MemFileError(
+            f"manifest in {str(directory)!r} has an invalid file entry ({error!r}); generate the memory files again"
+        ) from error
+    return len(manifest["files"])
+
+
+def find_mem_file_sets(root: str | Path) -> list[Path]:
+    """Return every folder under ``root`` (``root`` included) whose manifest.json declares the memory-file format.
+
+    A manifest.json that is not JSON or has another ``format`` field belongs
+    to someone else and is skipped.
+    """
+    found = []
+    for path in sorted(Path(root).rglob(MANIFEST)):
+        try:
+            manifest = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+            continue
+        if isinstance(manifest, dict) and manifest.get("format") == FORMAT_NAME:
+            found.append(path.parent)
+    return found
+
+
 def _layer_from_words(spec: dict[str, Any], columns: dict[str, np.ndarray], quant: QuantConfig) -> IntegerLayer:
     kind = spec["kind"]
     codes = set(columns["kind"].tolist())

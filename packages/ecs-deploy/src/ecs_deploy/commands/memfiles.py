@@ -1,4 +1,4 @@
-"""``ecs-deploy memfiles``: write the accelerator's memory files for a NIR network."""
+"""``ecs-deploy memfiles`` and ``ecs-deploy verify-memfiles``: write the accelerator's memory files and check a copy."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ from ecs_deploy.commands._shared import (
     cli_errors,
     load_network,
 )
+from ecs_deploy.memfiles import verify_mem_files
 
 
 @app.command("memfiles")
@@ -39,3 +40,18 @@ def memfiles_command(
         network = load_network(network_path, hardware, quant, dt, reset_mode, readout)
         manifest = network.generate_mem_files(out, print_util=True, force=force)
         typer.echo(f"wrote memory files for {network.placement.num_cores_used} cores; manifest: {manifest}")
+
+
+@app.command("verify-memfiles")
+def verify_memfiles_command(
+    directory: Annotated[
+        Path, typer.Argument(help="Folder with manifest.json and the memory files it lists.", show_default=False)
+    ],
+) -> None:
+    """Re-hash every memory file listed in manifest.json and check its sha256 and word count.
+
+    Exits with 2 when the manifest is missing or invalid, or a file is missing or changed.
+    """
+    with cli_errors():
+        count = verify_mem_files(directory)
+    typer.echo(f"Memory files in {directory} verified: {count} files match manifest.json.")
