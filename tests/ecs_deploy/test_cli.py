@@ -164,3 +164,13 @@ def test_cli_in_a_subprocess(nir_file, samples_file):
     assert failed.returncode == 2
     assert failed.stderr.strip().startswith("error: NIR file")
     assert "Traceback" not in failed.stderr
+
+
+def test_simulate_rejects_non_numpy_samples(nir_file, tmp_path):
+    network_path, _ = nir_file
+    samples = tmp_path / "samples.txt"
+    samples.write_text("0 1 0 1\n")
+    result = invoke("simulate", network_path, "--samples", samples)
+    assert_one_line_error(result, 2, "samples.txt' is not a valid .npy/.npz sample file", "x [N, T, *input_shape]")
+    assert "allow_pickle" not in result.output
+    assert "pickled" not in result.output

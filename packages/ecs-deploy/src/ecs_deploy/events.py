@@ -28,6 +28,12 @@ _INPUT_KEYS = ("x", "inputs", "data", "samples", "spikes")
 _LABEL_KEYS = ("y", "labels", "targets", "label")
 
 
+SAMPLE_FORMAT = (
+    "expected an .npz file with x [N, T, *input_shape] (values 0/1) and optional integer labels y [N], "
+    "or an .npy file with x only, written by numpy.savez or numpy.save"
+)
+
+
 def check_binary(values: np.ndarray, what: str) -> None:
     """Raise :class:`InputError` unless every value is 0 or 1 (one event per neuron and step at most)."""
     if values.dtype == bool or values.size == 0:
@@ -129,8 +135,9 @@ def load_samples(path: str | Path) -> tuple[np.ndarray, np.ndarray | None]:
     try:
         loaded = np.load(path, allow_pickle=False)
     except (OSError, ValueError, EOFError) as error:
+        # numpy's own message for such files suggests allow_pickle=True, which would run code from the file.
         raise InputError(
-            f"cannot read sample file {str(path)!r} ({error}); write it with numpy.save or numpy.savez"
+            f"sample file {str(path)!r} is not a valid .npy/.npz sample file; {SAMPLE_FORMAT}"
         ) from error
 
     if isinstance(loaded, np.ndarray):
