@@ -118,7 +118,7 @@ def test_load_samples_errors(tmp_path):
     with pytest.raises(InputError, match="3 input samples but 2 labels"):
         load_samples(tmp_path / "count.npz")
     (tmp_path / "broken.npz").write_bytes(b"PK broken")
-    with pytest.raises(InputError, match="cannot read sample file"):
+    with pytest.raises(InputError, match="broken.npz. is not a valid .npy/.npz sample file"):
         load_samples(tmp_path / "broken.npz")
 
 
