@@ -174,3 +174,30 @@ def test_simulate_rejects_non_numpy_samples(nir_file, tmp_path):
     assert_one_line_error(result, 2, "samples.txt' is not a valid .npy/.npz sample file", "x [N, T, *input_shape]")
     assert "allow_pickle" not in result.output
     assert "pickled" not in result.output
+
+
+def test_simulate_reports_sample_file_shape(nir_file, tmp_path):
+    network_path, _ = nir_file
+    samples = tmp_path / "wrong_shape.npz"
+    np.savez(samples, x=np.zeros((300, 20, 1, 16, 16), dtype=np.uint8))
+    result = invoke("simulate", network_path, "--samples", samples, "--batch-size", 256)
+    assert_one_line_error(result, 2, "wrong_shape.npz", "(300, 20, 1, 16, 16)", "input_shape (24,)")
+    assert "(256, 20, 1, 16, 16)" not in result.output
+    assert not result.output.startswith("\n")
+
+
+def test_simulate_rejects_empty_samples(nir_file, tmp_path):
+    network_path, _ = nir_file
+    samples = tmp_path / "empty.npz"
+    np.savez(samples, x=np.zeros((0, 12, 24), dtype=np.uint8), y=np.zeros(0, dtype=np.int64))
+    result = invoke("simulate", network_path, "--samples", samples)
+    assert_one_line_error(result, 2, "empty.npz' contains 0 samples")
+
+
+def test_simulate_rejects_out_of_range_label(nir_file, tmp_path):
+    network_path, _ = nir_file
+    samples = tmp_path / "labels.npz"
+    y = np.array([0, 4, 7, -1])
+    np.savez(samples, x=np.zeros((4, 12, 24), dtype=np.uint8), y=y)
+    result = invoke("simulate", network_path, "--samples", samples)
+    assert_one_line_error(result, 2, "labels.npz' has label 7 at sample 2", "from 0 to 4")

@@ -160,3 +160,43 @@ def load_samples(path: str | Path) -> tuple[np.ndarray, np.ndarray | None]:
                 "they must match one to one"
             )
     return inputs, labels
+
+
+def check_samples(
+    inputs: np.ndarray,
+    labels: np.ndarray | None,
+    path: str | Path,
+    input_shape: tuple[int, ...],
+    num_outputs: int,
+) -> None:
+    """Check samples loaded from ``path`` against a network before simulating them.
+
+    Raises :class:`InputError` naming the file when it contains no samples,
+    when the inputs are not ``[N, T, *input_shape]`` (or ``[N, T, N_in]``), or
+    when a label is not an integer in ``[0, num_outputs)``.
+    """
+    name = str(path)
+    input_shape = tuple(int(n) for n in input_shape)
+    num_inputs = int(np.prod(input_shape, dtype=np.int64))
+    if inputs.ndim < 3 or (tuple(inputs.shape[2:]) != input_shape and tuple(inputs.shape[2:]) != (num_inputs,)):
+        raise InputError(
+            f"sample file {name!r} has inputs of shape {tuple(inputs.shape)}, but the network expects "
+            f"[N, T, *input_shape] with input_shape {input_shape} (or [N, T, {num_inputs}])"
+        )
+    if inputs.shape[0] == 0:
+        raise InputError(f"sample file {name!r} contains 0 samples; {SAMPLE_FORMAT}")
+    if labels is None:
+        return
+
+    valid = np.zeros(labels.shape, dtype=bool)
+    if labels.dtype.kind in "iub":
+        valid = (labels >= 0) & (labels < num_outputs)
+    elif labels.dtype.kind == "f":
+        valid = (labels >= 0) & (labels < num_outputs) & (labels == np.floor(labels))
+    bad = np.flatnonzero(~valid)
+    if bad.size:
+        index = int(bad[0])
+        raise InputError(
+            f"sample file {name!r} has label {labels[index].item()!r} at sample {index}, but labels must be "
+            f"integers from 0 to {num_outputs - 1} for a network with {num_outputs} outputs"
+        )

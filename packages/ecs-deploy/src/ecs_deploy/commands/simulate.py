@@ -29,7 +29,7 @@ from ecs_deploy.commands._shared import (
 )
 from ecs_deploy.compare import Comparison, simulate_and_compare
 from ecs_deploy.errors import InputError
-from ecs_deploy.events import load_samples
+from ecs_deploy.events import check_samples, load_samples
 from ecs_deploy.network import Evaluation, Network
 
 logger = logging.getLogger(__name__)
@@ -88,6 +88,7 @@ def simulate_command(
                 check_new(path, force)
         network = load_network(network_path, hardware, quant, dt, reset_mode, readout)
         inputs, labels = load_samples(samples)
+        check_samples(inputs, labels, samples, network.input_shape, network.num_outputs)
         reference = load_expected(expected) if expected is not None else None
         if reference is not None and num_timesteps is not None:
             raise InputError("--num-timesteps cannot be combined with --expected, which simulates T + latency steps")
