@@ -201,3 +201,18 @@ def test_simulate_rejects_out_of_range_label(nir_file, tmp_path):
     np.savez(samples, x=np.zeros((4, 12, 24), dtype=np.uint8), y=y)
     result = invoke("simulate", network_path, "--samples", samples)
     assert_one_line_error(result, 2, "labels.npz' has label 7 at sample 2", "from 0 to 4")
+
+
+@pytest.mark.parametrize("command", ["memfiles", "report"])
+def test_unwritable_output_folder_named(nir_file, command):
+    network_path, _ = nir_file
+    result = invoke(command, network_path, "--out", "/proc/nope")
+    assert_one_line_error(result, 2, "cannot write to output folder '/proc/nope'", "choose a writable folder")
+    assert "Errno" not in result.output
+
+
+def test_bundle_unwritable_output_folder_named(nir_file):
+    network_path, _ = nir_file
+    result = invoke("bundle", network_path, "--out", "/proc/nope/bundle")
+    assert_one_line_error(result, 2, "cannot write to output folder '/proc/nope'", "choose a writable folder")
+    assert "Errno" not in result.output

@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO
 
-from ecs_deploy.errors import OutputExistsError
+from ecs_deploy.errors import OutputExistsError, OutputFolderError
 
 
 def check_new(path: str | Path, force: bool) -> Path:
@@ -18,6 +18,21 @@ def check_new(path: str | Path, force: bool) -> Path:
     if path.exists() and not force:
         raise OutputExistsError(f"output file {str(path)!r} exists already; pass force=True (--force) to overwrite it")
     return path
+
+
+def make_output_folder(path: str | Path) -> Path:
+    """Create the output folder ``path`` and its parents, raising :class:`OutputFolderError` when that fails."""
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise _folder_error(path, error) from error
+    return path
+
+
+def _folder_error(path: Path, error: OSError) -> OutputFolderError:
+    reason = error.strerror or type(error).__name__
+    return OutputFolderError(f"cannot write to output folder {str(path)!r} ({reason}); choose a writable folder")
 
 
 @contextlib.contextmanager
@@ -29,8 +44,11 @@ def atomic_open(path: str | Path, force: bool = False, mode: str = "wb") -> Iter
     ``path`` exists and ``force`` is false.
     """
     path = check_new(path, force)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    make_output_folder(path.parent)
+    try:
+        descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as error:
+        raise _folder_error(path.parent, error) from error
     try:
         # mkstemp creates the file readable by its owner only; give it the
         # permissions that the process umask gives any new file.

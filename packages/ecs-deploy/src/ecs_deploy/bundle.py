@@ -18,12 +18,14 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from ecs_deploy.__about__ import __version__
+from ecs_deploy.atomic import make_output_folder
 from ecs_deploy.errors import (
     BundleError,
     BundleExistsError,
     BundleFormatError,
     BundleVerificationError,
     MemFileError,
+    OutputFolderError,
 )
 from ecs_deploy.memfiles import find_mem_file_sets, verify_mem_files
 
@@ -116,8 +118,13 @@ def create_bundle(
     _check_no_overlap(entries, out_path)
     _check_mem_file_sets(entries)
 
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    work_dir = Path(tempfile.mkdtemp(prefix=f".{out_path.name}.", suffix=".partial", dir=out_path.parent))
+    make_output_folder(out_path.parent)
+    try:
+        work_dir = Path(tempfile.mkdtemp(prefix=f".{out_path.name}.", suffix=".partial", dir=out_path.parent))
+    except OSError as error:
+        raise OutputFolderError(
+            f"cannot write to output folder {str(out_path.parent)!r} ({error.strerror}); choose a writable folder"
+        ) from error
     try:
         bundle_name = _archive_stem(out_path.name) if archive else out_path.name
         bundle_dir = work_dir / bundle_name

@@ -28,6 +28,7 @@ __all__ = [
     "MissingConfigError",
     "NIRFileError",
     "OutputExistsError",
+    "OutputFolderError",
     "QuantizationError",
     "RemoteChecksumError",
     "RemoteCommandError",
@@ -77,6 +78,10 @@ class MemFileIntegrityError(MemFileError):
 
 class OutputExistsError(DeployError, FileExistsError):
     """An output file exists already and overwriting it was not requested."""
+
+
+class OutputFolderError(DeployError, OSError):
+    """An output folder cannot be created or written to."""
 
 
 class BundleError(DeployError):

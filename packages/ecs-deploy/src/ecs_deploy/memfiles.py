@@ -22,7 +22,7 @@ from ecs_common.formats import QuantConfig
 from ecs_common.hardware import HardwareConfig
 from ecs_common.neuron import IntegerNeuronParameters
 from ecs_deploy.__about__ import __version__
-from ecs_deploy.atomic import write_text
+from ecs_deploy.atomic import make_output_folder, write_text
 from ecs_deploy.errors import MemFileError, MemFileIntegrityError, OutputExistsError
 from ecs_deploy.model import RELAY, IntegerConnection, IntegerLayer, IntegerNetwork, SynapseMatrix
 
@@ -313,7 +313,7 @@ def write_mem_files(network: Network, out_dir: str | Path, force: bool = False) 
             "to overwrite them or choose another directory"
         )
     images, description = build_images(network)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    make_output_folder(out_dir)
 
     # Drop the old manifest first: a crash half-way must not leave a manifest over mixed files.
     for path in existing:

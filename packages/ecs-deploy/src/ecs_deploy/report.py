@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.table import Table
 
 from ecs_common.placement import RESOURCES, PlacementReport
-from ecs_deploy.atomic import check_new, write_text, write_with
+from ecs_deploy.atomic import check_new, make_output_folder, write_text, write_with
 
 if TYPE_CHECKING:
     from ecs_deploy.network import Network
@@ -153,7 +153,7 @@ def write_report(
     print_utilization(report, console)
     recorder = Console(record=True, width=160, file=io.StringIO())
     print_utilization(report, recorder)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    make_output_folder(out_dir)
     write_text(paths["utilization.txt"], recorder.export_text(), force=force)
     plot_utilization(report, paths["utilization.png"], force=force)
 
