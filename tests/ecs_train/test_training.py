@@ -12,7 +12,7 @@ import yaml
 from typer.testing import CliRunner
 
 from ecs_train.cli import app
-from ecs_train.config import ExperimentConfig, load_yaml, save_yaml
+from ecs_train.config import ExperimentConfig, load_yaml, parse_config, save_yaml
 from ecs_train.errors import CheckpointError
 from ecs_train.training import find_callback, initialize_experiment, load_model
 from ecs_train.visualization.network_logger import NetworkLogger, load_perf_log
@@ -99,6 +99,28 @@ def test_checkpoint_mismatch_names_layers(trained: dict) -> None:
     message = str(caught.value)
     assert "network.layers.1.weight has shape [128, 512] in the checkpoint, config builds [64, 512]" in message
     assert "network.layers.3.weight has shape [10, 128] in the checkpoint, config builds [10, 64]" in message
+
+
+def test_checkpoint_config_mismatch_lists_fields(trained: dict) -> None:
+    config = trained["config"].model_copy(deep=True)
+    config.model_cfg.network_cfg.tau_mem = 0.05
+    config.model_cfg.network_cfg.dt = 0.002
+    config.trainer_cfg.batch_size = 7  # trainer settings may differ
+    with pytest.raises(CheckpointError) as caught:
+        load_model(config, config.trainer_cfg.checkpoint_dir / "final.ckpt")
+    message = str(caught.value)
+    assert "model_cfg.network_cfg.tau_mem: config 0.05, checkpoint" in message
+    assert "model_cfg.network_cfg.dt: config 0.002, checkpoint" in message
+    assert "batch_size" not in message
+    assert "use the config the checkpoint was trained with" in message
+
+
+def test_checkpoint_quant_format_mismatch(trained: dict) -> None:
+    values = trained["config"].model_dump(mode="json")
+    values["model_cfg"]["quant_cfg"]["weight_format"]["wl"] += 2
+    config = parse_config(values)
+    with pytest.raises(CheckpointError, match="model_cfg.quant_cfg.weight_format"):
+        load_model(config, config.trainer_cfg.checkpoint_dir / "final.ckpt")
 
 
 def test_missing_checkpoint_raises(tmp_path: Path) -> None:

@@ -18,6 +18,7 @@ from pytorch_lightning.loggers import CSVLogger
 from torchmetrics.classification import MulticlassAccuracy
 
 from ecs_common.errors import ConfigError, QuantizationError
+from ecs_train.checkpoint_config import check_model_config
 from ecs_train.config import ExperimentConfig, parse_config
 from ecs_train.data import build_data_module
 from ecs_train.errors import CheckpointError
@@ -349,6 +350,7 @@ def load_model(
     except ConfigError as error:
         raise CheckpointError(f"checkpoint {str(path)!r} does not match the config: {error}") from error
     _check_state_dict(model, checkpoint["state_dict"], path)
+    check_model_config(config, checkpoint, path, quantized=bool(checkpoint.get(QUANTIZED_KEY, False)))
 
     try:
         model.on_load_checkpoint(checkpoint)
