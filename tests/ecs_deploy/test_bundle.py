@@ -11,8 +11,10 @@ import tarfile
 from datetime import datetime
 from pathlib import Path
 
+import nir
 import numpy as np
 import pytest
+from deploy_testing import dense_net
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
@@ -51,7 +53,7 @@ def sources(tmp_path: Path) -> dict[str, Path]:
         np.savez(vectors / f"sample_{sample:03d}.npz", events=rng.integers(0, 2, (10, 16)), expected=rng.normal(size=4))
 
     nir_file = tmp_path / "src" / "network.nir"
-    nir_file.write_bytes(rng.bytes(2048))
+    nir.write(nir_file, dense_net(rng))
     return {"memfiles": memfiles, "vectors": vectors, "nir": nir_file}
 
 
@@ -499,3 +501,26 @@ def test_cli_verify_reports_damage(sources: dict[str, Path], tmp_path: Path) -> 
     assert result.exit_code == 2
     assert len(result.output.strip().splitlines()) == 1
     assert "changed (network.nir)" in result.output
+
+
+def test_non_nir_file_rejected(sources: dict[str, Path], tmp_path: Path) -> None:
+    text = tmp_path / "text.nir"
+    text.write_text("not a network\n")
+    with pytest.raises(BundleError, match=r"text\.nir' is not a readable HDF5 file"):
+        create_bundle([sources["vectors"]], tmp_path / "out", nir_path=text)
+    assert not (tmp_path / "out").exists()
+
+
+def test_hdf5_without_nir_graph_rejected(sources: dict[str, Path], tmp_path: Path) -> None:
+    import h5py
+
+    from ecs_deploy.cli import app
+
+    other = tmp_path / "other.nir"
+    with h5py.File(other, "w") as handle:
+        handle["data"] = np.zeros(3)
+    result = CliRunner().invoke(
+        app, ["bundle", str(sources["vectors"]), "--nir", str(other), "--out", str(tmp_path / "out")]
+    )
+    assert result.exit_code == 2, result.output
+    assert "is an HDF5 file but not a NIR graph" in result.output

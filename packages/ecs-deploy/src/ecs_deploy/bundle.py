@@ -17,6 +17,8 @@ from datetime import datetime, timezone
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+import h5py
+
 from ecs_deploy.__about__ import __version__
 from ecs_deploy.atomic import make_output_folder
 from ecs_deploy.errors import (
@@ -244,6 +246,7 @@ def _plan_entries(sources: list[Path], nir_file: Path | None) -> list[_Entry]:
     if nir_file is not None:
         if not nir_file.is_file():
             raise BundleError(f"NIR file {str(nir_file)!r} not found; check the --nir path")
+        _check_nir_file(nir_file)
         entries.append(_Entry(source=nir_file, name=nir_file.name, role="nir"))
 
     seen: dict[str, Path] = {}
@@ -262,6 +265,22 @@ def _plan_entries(sources: list[Path], nir_file: Path | None) -> list[_Entry]:
             )
         seen[entry.name] = entry.source
     return entries
+
+
+def _check_nir_file(path: Path) -> None:
+    """Reject a file that is not HDF5 or lacks the ``node/nodes`` group that nir.write puts in every NIR file."""
+    try:
+        with h5py.File(path, "r") as handle:
+            is_graph = "node" in handle and "nodes" in handle["node"]
+    except (OSError, KeyError, RuntimeError):
+        raise BundleError(
+            f"NIR file {str(path)!r} is not a readable HDF5 file; give the .nir file written by nir.write or ecs-train"
+        ) from None
+    if not is_graph:
+        raise BundleError(
+            f"NIR file {str(path)!r} is an HDF5 file but not a NIR graph (it has no 'node/nodes' group); "
+            f"give the .nir file written by nir.write or ecs-train"
+        )
 
 
 def _guess_role(source: Path) -> str:
