@@ -6,9 +6,11 @@ from pathlib import Path
 
 import pytest
 import yaml
+from typer.testing import CliRunner
 
 from ecs_common.errors import ConfigError
 from ecs_common.formats import FixedPointFormat, QuantConfig
+from ecs_train.cli import app
 from ecs_train.config import ExperimentConfig, load_yaml, parse_config, save_yaml
 
 REPOSITORY = Path(__file__).resolve().parents[2]
@@ -35,9 +37,9 @@ def test_shipped_configs_exist() -> None:
         assert f"{name}_feed_forward.yaml" in names
 
 
-def test_empty_file_gives_defaults(tmp_path: Path) -> None:
-    path = tmp_path / "empty.yaml"
-    path.write_text("", encoding="utf-8")
+def test_empty_mapping_gives_defaults(tmp_path: Path) -> None:
+    path = tmp_path / "defaults.yaml"
+    path.write_text("{}\n", encoding="utf-8")
     config = load_yaml(path)
     assert config.model_cfg.network_cfg.architecture == "feed_forward"
     assert config.model_cfg.network_cfg.hidden_sizes == [128]
@@ -90,6 +92,22 @@ def test_cross_field_error_names_fields() -> None:
         parse_config({"model_cfg": {"network_cfg": {"dt": 0.02}}})
     with pytest.raises(ConfigError, match=r"reset_mode 'subtract' needs neuron_type 'lif'"):
         parse_config({"model_cfg": {"network_cfg": {"reset_mode": "subtract", "neuron_type": "if"}}})
+
+
+@pytest.mark.parametrize("text", ["", "\n", "# only a comment\n"])
+def test_empty_file_rejected(tmp_path: Path, text: str) -> None:
+    path = tmp_path / "empty.yaml"
+    path.write_text(text, encoding="utf-8")
+    with pytest.raises(ConfigError, match=r"config file '.*empty\.yaml' is empty; "):
+        load_yaml(path)
+
+
+def test_cli_run_empty_config_exits_2(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    Path("empty.yaml").write_text("\n", encoding="utf-8")
+    result = CliRunner().invoke(app, ["run", "empty.yaml"])
+    assert result.exit_code == 2
+    assert "config file 'empty.yaml' is empty; " in result.output
 
 
 def test_missing_file_raises_config_error(tmp_path: Path) -> None:

@@ -272,8 +272,8 @@ def parse_config(data: Any, source: str = "<dict>") -> ExperimentConfig:
 def load_yaml(path: str | os.PathLike[str]) -> ExperimentConfig:
     """Read and validate an experiment config from a YAML file.
 
-    Raises :class:`ConfigError` when the file is missing, is not valid YAML,
-    or has invalid fields (all of them listed, with dotted paths).
+    Raises :class:`ConfigError` when the file is missing, empty, not valid
+    YAML, or has invalid fields (all of them listed, with dotted paths).
     """
     path = Path(path)
     try:
@@ -286,6 +286,12 @@ def load_yaml(path: str | os.PathLike[str]) -> ExperimentConfig:
         data = yaml.safe_load(text)
     except yaml.YAMLError as error:
         raise ConfigError(f"config file {str(path)!r} is not valid YAML: {error}") from None
+    if data is None:
+        # A blank file, or one of comments only, would otherwise train on the defaults without a word.
+        raise ConfigError(
+            f"config file {str(path)!r} is empty; give a YAML experiment config with sections such as model_cfg "
+            "and data_cfg, for example config/digits_feed_forward.yaml"
+        )
     return parse_config(data, repr(str(path)))
 
 
