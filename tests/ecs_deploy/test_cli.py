@@ -216,3 +216,23 @@ def test_bundle_unwritable_output_folder_named(nir_file):
     result = invoke("bundle", network_path, "--out", "/proc/nope/bundle")
     assert_one_line_error(result, 2, "cannot write to output folder '/proc/nope'", "choose a writable folder")
     assert "Errno" not in result.output
+
+
+def test_existing_outputs_name_only_cli_flag(nir_file, samples_file, tmp_path):
+    network_path, _ = nir_file
+    samples_path, _, _ = samples_file
+    memfiles = tmp_path / "memfiles"
+    results = tmp_path / "results.npz"
+    results.write_bytes(b"")
+    bundle = tmp_path / "bundle"
+    bundle.mkdir()
+    assert invoke("memfiles", network_path, "--out", memfiles).exit_code == 0
+    commands = [
+        ("memfiles", network_path, "--out", memfiles),
+        ("simulate", network_path, "--samples", samples_path, "--out", results),
+        ("bundle", memfiles, "--out", bundle),
+    ]
+    for command in commands:
+        result = invoke(*command)
+        assert_one_line_error(result, 2, "pass --force")
+        assert "force=True" not in result.output, command[0]

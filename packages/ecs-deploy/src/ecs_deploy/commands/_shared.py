@@ -61,6 +61,15 @@ def one_line(error: BaseException) -> str:
     return " ".join(str(error).split()) or type(error).__name__
 
 
+# The Python API's messages name both spellings of the option; the command line shows only its own.
+_API_FORCE_WORDING = "force=True (--force)"
+
+
+def cli_message(error: BaseException) -> str:
+    """Return an error message on one line, with the Python API's ``force=True (--force)`` shown as ``--force``."""
+    return one_line(error).replace(_API_FORCE_WORDING, "--force")
+
+
 @contextlib.contextmanager
 def cli_errors() -> Iterator[None]:
     """Turn expected failures into a one-line message on stderr and a non-zero exit code.
@@ -73,7 +82,7 @@ def cli_errors() -> Iterator[None]:
         typer.echo(f"error: {one_line(error)}", err=True)
         raise typer.Exit(EXIT_DOES_NOT_FIT) from None
     except (ECSError, OSError, ValueError, IndexError) as error:
-        typer.echo(f"error: {one_line(error)}", err=True)
+        typer.echo(f"error: {cli_message(error)}", err=True)
         raise typer.Exit(EXIT_INVALID_INPUT) from None
 
 
