@@ -236,3 +236,22 @@ def test_existing_outputs_name_only_cli_flag(nir_file, samples_file, tmp_path):
         result = invoke(*command)
         assert_one_line_error(result, 2, "pass --force")
         assert "force=True" not in result.output, command[0]
+
+
+def test_missing_config_names_only_missing_option(tmp_path):
+    graph = dense_net(np.random.default_rng(0))
+    graph.metadata = {}
+    path = tmp_path / "foreign.nir"
+    nir.write(path, graph)
+    hardware, quant = tmp_path / "hw.yaml", tmp_path / "quant.yaml"
+    hardware.write_text(HardwareConfig().model_dump_json())
+    quant.write_text("weight_format: Q8.6\n")
+
+    result = invoke("check", path, "--hardware", hardware)
+    assert_one_line_error(result, 2, "so the quant config must be given: pass --quant quant.yaml on")
+    assert "--hardware hw.yaml" not in result.output
+    assert "hardware=..." not in result.output
+
+    result = invoke("check", path, "--quant", quant)
+    assert_one_line_error(result, 2, "so the hardware config must be given: pass --hardware hw.yaml on")
+    assert "--quant quant.yaml" not in result.output

@@ -180,10 +180,12 @@ def resolve_config(
 
     missing = [name for name, value in (("hardware", hardware_config), ("quant", quant_config)) if value is None]
     if missing:
+        options = " and ".join(f"--{name} {name if name == 'quant' else 'hw'}.yaml" for name in missing)
+        arguments = " and ".join(f"{name}=..." for name in missing)
         raise MissingConfigError(
             f"{source} has no 'ecs' metadata (it was not written by ecs-train), so the {' and '.join(missing)} "
-            "config must be given: pass --hardware hw.yaml and --quant quant.yaml on the command line, "
-            "or hardware=... and quant=... (a dict, a YAML path or a config model) in Python"
+            f"config must be given: pass {options} on the command line, "
+            f"or {arguments} (a dict, a YAML path or a config model) in Python"
         )
     assumptions = {}
     fallback = {"dt": ASSUMED_DT, "reset_mode": ASSUMED_RESET_MODE, "readout": ASSUMED_READOUT}
