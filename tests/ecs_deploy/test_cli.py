@@ -255,3 +255,13 @@ def test_missing_config_names_only_missing_option(tmp_path):
     result = invoke("check", path, "--quant", quant)
     assert_one_line_error(result, 2, "so the hardware config must be given: pass --hardware hw.yaml on")
     assert "--quant quant.yaml" not in result.output
+
+
+@pytest.mark.parametrize(
+    ("command", "fragment"),
+    [("simulate", "3 when the simulated outputs differ"), ("transfer", "3 when the host is unreachable")],
+)
+def test_help_lists_exit_code_3(command, fragment):
+    result = runner.invoke(app, [command, "--help"], env={"COLUMNS": "400", "TERM": "dumb"})
+    assert result.exit_code == 0, result.output
+    assert fragment in " ".join(result.output.split())

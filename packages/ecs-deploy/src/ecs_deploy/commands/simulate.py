@@ -79,7 +79,11 @@ def simulate_command(
         ),
     ] = None,
 ) -> None:
-    """Simulate samples bit-accurately and print predictions (and accuracy when labels are present)."""
+    """Simulate samples bit-accurately and print predictions (and accuracy when labels are present).
+
+    Exits with 1 when the network does not fit the accelerator, 2 on invalid input, and 3 when the simulated
+    outputs differ from --expected.
+    """
     console = Console()
     comparison = None
     with cli_errors():

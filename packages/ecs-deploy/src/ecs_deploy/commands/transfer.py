@@ -80,7 +80,12 @@ def transfer_command(
         typer.Option("--force", help="Replace --dest on the host if it exists and is not empty."),
     ] = False,
 ) -> None:
-    """Copy a bundle to the FPGA host over SSH with strict host key checking, then run sha256sum -c there."""
+    """Copy a bundle to the FPGA host over SSH with strict host key checking, then run sha256sum -c there.
+
+    Exits with 2 on invalid arguments, a missing or damaged local bundle and other failures, 3 when the host is
+    unreachable, 4 when its host key is unknown or changed, 5 when authentication fails, 6 when --dest cannot be
+    used, and 7 when the checksums on the host do not match.
+    """
     console = Console(stderr=True)
     columns = (
         TextColumn("{task.description}"),
