@@ -122,6 +122,29 @@ def test_invalid_yaml_raises_config_error(tmp_path: Path) -> None:
         load_yaml(path)
 
 
+def test_yaml_syntax_error_names_line_and_column(tmp_path: Path) -> None:
+    path = tmp_path / "broken.yaml"
+    path.write_text("model_cfg:\n  network_cfg:\n    tau_mem: 0.01\n   dt: 0.001\n", encoding="utf-8")
+    with pytest.raises(ConfigError) as caught:
+        load_yaml(path)
+    message = str(caught.value)
+    assert message.startswith(f"{path}:4:")
+    assert "\n" not in message
+
+
+def test_cli_lists_config_errors_one_per_line(tmp_path: Path) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text("model_cfg:\n  network_cfg:\n    tau_mem: -1\n    dt: 0\n", encoding="utf-8")
+    result = CliRunner().invoke(app, ["run", str(path)])
+    assert result.exit_code == 2
+    lines = result.output.strip().splitlines()
+    assert lines[0].startswith("error: invalid config ")
+    assert lines[0].endswith("2 errors")
+    assert lines[1].startswith("  model_cfg.network_cfg.tau_mem: ")
+    assert lines[2].startswith("  model_cfg.network_cfg.dt: ")
+    assert "Traceback" not in result.output
+
+
 def test_top_level_list_rejected() -> None:
     with pytest.raises(ConfigError, match="top level must be a mapping"):
         parse_config([1, 2])

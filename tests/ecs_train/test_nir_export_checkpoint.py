@@ -253,5 +253,7 @@ def test_export_command_invalid_config(cli_files: tuple[Path, Path], tmp_path: P
     result = _invoke(str(bad), "--checkpoint", str(checkpoint), "--out", str(tmp_path / "n.nir"))
 
     assert result.exit_code == 2
-    assert result.stderr.startswith("error:")
-    assert result.stderr.count("\n") == 1
+    lines = result.stderr.splitlines()
+    assert lines[0].startswith("error: invalid config ")
+    assert lines[1] == "  model_cfg.network_cfg.hidden_sizes.0: Input should be greater than 0 (got 0)"
+    assert len(lines) == 2

@@ -269,6 +269,15 @@ def parse_config(data: Any, source: str = "<dict>") -> ExperimentConfig:
         raise ConfigError(format_validation_error(error, source, ExperimentConfig)) from None
 
 
+def _describe_yaml_error(path: Path, error: yaml.YAMLError) -> str:
+    # PyYAML marks count lines and columns from 0, editors and compilers from 1.
+    mark = getattr(error, "problem_mark", None) or getattr(error, "context_mark", None)
+    problem = getattr(error, "problem", None) or getattr(error, "context", None)
+    if mark is None or problem is None:
+        return f"config file {str(path)!r} is not valid YAML: {' '.join(str(error).split())}"
+    return f"{path}:{mark.line + 1}:{mark.column + 1}: {problem} (the config file is not valid YAML)"
+
+
 def load_yaml(path: str | os.PathLike[str]) -> ExperimentConfig:
     """Read and validate an experiment config from a YAML file.
 
@@ -285,7 +294,7 @@ def load_yaml(path: str | os.PathLike[str]) -> ExperimentConfig:
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as error:
-        raise ConfigError(f"config file {str(path)!r} is not valid YAML: {error}") from None
+        raise ConfigError(_describe_yaml_error(path, error)) from None
     if data is None:
         # A blank file, or one of comments only, would otherwise train on the defaults without a word.
         raise ConfigError(

@@ -11,15 +11,11 @@ import typer
 
 from ecs_common.errors import ECSError, ResourceError
 from ecs_train.cli import app
+from ecs_train.commands.messages import print_error
 
 # Exit codes: the network does not fit, or the input is invalid.
 EXIT_DOES_NOT_FIT = 1
 EXIT_INVALID_INPUT = 2
-
-
-def one_line(error: BaseException) -> str:
-    """Return an error message on one line."""
-    return " ".join(str(error).split()) or type(error).__name__
 
 
 @app.command("check")
@@ -64,10 +60,10 @@ def check_command(
         accelerator = accelerator_config_of(experiment)
         report = constraint_report(subject, accelerator, allow_saturation=True if allow_saturation else None)
     except ResourceError as error:
-        typer.echo(f"error: {one_line(error)}", err=True)
+        print_error(error)
         raise typer.Exit(EXIT_DOES_NOT_FIT) from None
     except (ECSError, OSError, ValueError) as error:
-        typer.echo(f"error: {one_line(error)}", err=True)
+        print_error(error)
         raise typer.Exit(EXIT_INVALID_INPUT) from None
 
     if as_json:

@@ -10,13 +10,10 @@ import typer
 
 from ecs_common.errors import ECSError
 from ecs_train.cli import app
+from ecs_train.commands.messages import print_error
 
 # Exit code for invalid input of any kind (config, checkpoint, network, output path).
 EXIT_INVALID_INPUT = 2
-
-
-def _one_line(error: BaseException) -> str:
-    return " ".join(str(error).split()) or type(error).__name__
 
 
 @app.command("export")
@@ -40,7 +37,7 @@ def export_command(
     try:
         graph = export_checkpoint(config, checkpoint, out, overwrite=force)
     except (ECSError, OSError, ValueError) as error:
-        typer.echo(f"error: {_one_line(error)}", err=True)
+        print_error(error)
         raise typer.Exit(EXIT_INVALID_INPUT) from None
 
     metadata = read_metadata(graph)

@@ -11,6 +11,7 @@ from pydantic import ValidationError
 
 from ecs_common.errors import ConfigError, ECSError
 from ecs_train.cli import app
+from ecs_train.commands.messages import print_error
 
 logger = logging.getLogger(__name__)
 
@@ -19,12 +20,8 @@ EXIT_USAGE = 2
 EXIT_FAILURE = 1
 
 
-def _one_line(message: str) -> str:
-    return "; ".join(line.strip() for line in str(message).splitlines() if line.strip())
-
-
 def _fail(message: str, code: int) -> None:
-    typer.echo(f"error: {_one_line(message)}", err=True)
+    print_error(message)
     raise typer.Exit(code)
 
 

@@ -10,7 +10,8 @@ import typer
 
 from ecs_common.errors import ECSError, ResourceError
 from ecs_train.cli import app
-from ecs_train.commands.check import EXIT_DOES_NOT_FIT, EXIT_INVALID_INPUT, one_line
+from ecs_train.commands.check import EXIT_DOES_NOT_FIT, EXIT_INVALID_INPUT
+from ecs_train.commands.messages import print_error
 
 # File name of the pruned checkpoint, beside the input checkpoint, when --out is not given.
 DEFAULT_OUTPUT_NAME = "pruned.ckpt"
@@ -134,10 +135,10 @@ def prune_command(
         )
         save_pruned_checkpoint(model, target_path, result.record, force=force)
     except ResourceError as error:
-        typer.echo(f"error: {one_line(error)}", err=True)
+        print_error(error)
         raise typer.Exit(EXIT_DOES_NOT_FIT) from None
     except (ECSError, OSError, ValueError) as error:
-        typer.echo(f"error: {one_line(error)}", err=True)
+        print_error(error)
         raise typer.Exit(EXIT_INVALID_INPUT) from None
 
     record = result.record

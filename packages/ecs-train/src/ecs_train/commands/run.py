@@ -10,15 +10,12 @@ import typer
 
 from ecs_common.errors import ConfigError, ECSError
 from ecs_train.cli import app
+from ecs_train.commands.messages import print_error
 from ecs_train.errors import CheckpointError
 
 # Exit codes: a stage failed or the deployed outputs differ from the training side's; invalid input.
 EXIT_FAILED = 1
 EXIT_INVALID_INPUT = 2
-
-
-def _one_line(error: BaseException) -> str:
-    return " ".join(str(error).split()) or type(error).__name__
 
 
 def _limit(value: str | None) -> float | int | None:
@@ -105,10 +102,10 @@ def run_command(
         pipeline = Pipeline(options)
         result = pipeline.run()
     except (ConfigError, CheckpointError, FileExistsError) as error:
-        typer.echo(f"error: {_one_line(error)}", err=True)
+        print_error(error)
         raise typer.Exit(EXIT_INVALID_INPUT) from None
     except (PipelineError, ECSError, OSError, ValueError) as error:
-        typer.echo(f"error: {_one_line(error)}", err=True)
+        print_error(error)
         raise typer.Exit(EXIT_FAILED) from None
 
     if result.failed_stages:
