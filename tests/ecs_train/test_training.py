@@ -123,6 +123,17 @@ def test_checkpoint_quant_format_mismatch(trained: dict) -> None:
         load_model(config, config.trainer_cfg.checkpoint_dir / "final.ckpt")
 
 
+def test_text_file_checkpoint_rejected(tmp_path: Path) -> None:
+    path = tmp_path / "notes.ckpt"
+    path.write_text("# not a checkpoint\n", encoding="utf-8")
+    with pytest.raises(CheckpointError) as caught:
+        load_model(ExperimentConfig(), path)
+    message = str(caught.value)
+    assert "is not a PyTorch/Lightning checkpoint" in message
+    assert "pass a .ckpt file written by 'ecs-train fit'" in message
+    assert "invalid load key" not in message
+
+
 def test_missing_checkpoint_raises(tmp_path: Path) -> None:
     with pytest.raises(CheckpointError, match="not found"):
         load_model(ExperimentConfig(), tmp_path / "missing.ckpt")

@@ -35,6 +35,7 @@ from torch.nn.utils import prune
 from ecs_common.errors import ConfigError, ResourceError
 from ecs_common.fixed_point import quantize
 from ecs_common.hardware_config import AcceleratorConfig
+from ecs_train.checkpoint_config import read_checkpoint
 from ecs_train.config import ExperimentConfig
 from ecs_train.constraints import (
     ConstraintReport,
@@ -546,11 +547,8 @@ def save_pruned_checkpoint(
 
 def read_pruning_record(path: str | os.PathLike[str]) -> PruningRecord | None:
     """Return the pruning record of a checkpoint file, or None when it was not pruned."""
-    try:
-        checkpoint = torch.load(Path(path), map_location="cpu", weights_only=False)
-    except Exception as error:  # torch.load raises many types for a corrupt file
-        raise CheckpointError(f"cannot read checkpoint {str(path)!r}: {error}") from error
-    values = checkpoint.get(PRUNING_KEY) if isinstance(checkpoint, dict) else None
+    checkpoint = read_checkpoint(Path(path))
+    values = checkpoint.get(PRUNING_KEY)
     return None if values is None else PruningRecord.from_checkpoint(values)
 
 

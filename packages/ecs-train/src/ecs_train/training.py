@@ -18,7 +18,7 @@ from pytorch_lightning.loggers import CSVLogger
 from torchmetrics.classification import MulticlassAccuracy
 
 from ecs_common.errors import ConfigError, QuantizationError
-from ecs_train.checkpoint_config import check_model_config
+from ecs_train.checkpoint_config import check_model_config, read_checkpoint
 from ecs_train.config import ExperimentConfig, parse_config
 from ecs_train.data import build_data_module
 from ecs_train.errors import CheckpointError
@@ -333,12 +333,7 @@ def load_model(
     config builds (the error names every mismatched layer).
     """
     path = _resolve_checkpoint(checkpoint_path)
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as error:  # torch.load raises many types for a corrupt file
-        raise CheckpointError(f"cannot read checkpoint {str(path)!r}: {error}") from error
-    if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
-        raise CheckpointError(f"{str(path)!r} is not a Lightning checkpoint (no state_dict)")
+    checkpoint = read_checkpoint(path)
 
     # The config, not the checkpoint, decides the shapes, so that a config
     # that differs from the training run is reported below.

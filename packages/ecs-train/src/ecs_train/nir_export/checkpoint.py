@@ -14,6 +14,7 @@ import torch
 
 from ecs_common.metadata import ECSMetadata, Provenance, encode
 from ecs_train.__about__ import __version__
+from ecs_train.checkpoint_config import read_checkpoint
 from ecs_train.config import ExperimentConfig, load_yaml
 from ecs_train.nir_export.errors import NIRFileExistsError
 from ecs_train.nir_export.export import to_nir_graph, write_graph
@@ -74,7 +75,7 @@ def checkpoint_metadata(config: ExperimentConfig, checkpoint_path: Path) -> ECSM
     under :data:`FLOAT_TEST_ACC_KEY` and :data:`QUANT_TEST_ACC_KEY`, if any.
     """
     # load_model has already read this file once and accepted it as a Lightning checkpoint.
-    checkpoint = torch.load(checkpoint_path, map_location="cpu", weights_only=False)
+    checkpoint = read_checkpoint(checkpoint_path)
     network_cfg = config.model_cfg.network_cfg
     return ECSMetadata(
         hardware_cfg=config.hardware_cfg,
