@@ -13,8 +13,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import nir
 import numpy as np
 import pytest
+from deploy_testing import dense_net
 from typer.testing import CliRunner
 
 from ecs_deploy.bundle import create_bundle
@@ -172,7 +174,7 @@ def bundle(tmp_path: Path) -> Path:
         )
 
     nir_file = tmp_path / "src" / "network.nir"
-    nir_file.write_bytes(rng.bytes(4096))
+    nir.write(nir_file, dense_net(rng))
     return create_bundle([memfiles, vectors], tmp_path / "bundle", nir_path=nir_file)
 
 
