@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -14,14 +15,17 @@ import numpy as np
 import pytest
 import torch
 from rich.console import Console
+from typer.testing import CliRunner
 
 from ecs_common.errors import ConfigError
 from ecs_common.formats import QuantConfig
+from ecs_train.cli import app
 from ecs_train.config import NetworkConfig
 from ecs_train.deploy_process import DeployProcessError, leading_json, run_deploy
 from ecs_train.errors import OutputExistsError
 from ecs_train.models import build_model
 from ecs_train.pipeline import (
+    Pipeline,
     PipelineError,
     RunOptions,
     default_config_path,
@@ -217,7 +221,7 @@ def test_float_run_has_no_integer_outputs():
         expected_outputs(network, run)
 
 
-def test_stale_staging_removed(tmp_path):
+def test_stale_staging_removed(tmp_path, caplog):
     target = tmp_path / "run"
     finished = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
     stale = tmp_path / f".run.partial-{finished.stdout.strip()}"
@@ -225,8 +229,26 @@ def test_stale_staging_removed(tmp_path):
     alive = tmp_path / f".run.partial-{os.getpid()}"
     alive.mkdir()
 
-    removed = remove_stale_staging(target)
+    with caplog.at_level(logging.WARNING, logger="ecs_train.pipeline"):
+        removed = remove_stale_staging(target)
 
     assert removed == [stale]
+    assert f"removed stale partial outputs {stale}" in caplog.text
     assert not stale.exists()
     assert alive.exists()
+
+
+def test_run_interrupted_writes_nothing(tmp_path, monkeypatch):
+    def interrupt(self, name, step):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Pipeline, "_run_stage", interrupt)
+    output = tmp_path / "run"
+    config = Path(__file__).resolve().parents[2] / "config" / "digits_feed_forward.yaml"
+
+    result = CliRunner().invoke(app, ["run", str(config), "--output", str(output)])
+
+    assert result.exit_code == 130
+    assert "interrupted; no outputs written" in result.output
+    assert not output.exists()
+    assert list(tmp_path.iterdir()) == []

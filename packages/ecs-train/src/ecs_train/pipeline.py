@@ -212,8 +212,9 @@ def remove_stale_staging(target: Path) -> list[Path]:
     for folder in target.parent.glob(f".{target.name}.partial-*"):
         pid = folder.name.rsplit("-", 1)[-1]
         if pid.isdigit() and not _process_alive(int(pid)):
-            logger.info("removing %s, left by an interrupted run (process %s)", folder, pid)
             shutil.rmtree(folder, ignore_errors=True)
+            # A warning, so that the default log level shows which folder went away.
+            logger.warning("removed stale partial outputs %s, left by a killed run (process %s)", folder, pid)
             removed.append(folder)
     return removed
 
@@ -281,6 +282,8 @@ class Pipeline:
         self.staging = Path()
         self.state = _State()
         self.stages: dict[str, dict[str, Any]] = {}
+        # True once the outputs are moved from the staging folder into the output folder.
+        self.outputs_written = False
 
     # Running the stages.
 
@@ -307,6 +310,7 @@ class Pipeline:
             with atomic_write(self.staging / SUMMARY_FILE) as handle:
                 handle.write(json.dumps(summary, indent=2) + "\n")
             replace_folder(self.staging, self.output, self.options.force)
+            self.outputs_written = True
 
         self.console.print()
         self.console.print(summary_table(summary))

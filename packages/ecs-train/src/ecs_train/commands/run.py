@@ -16,6 +16,8 @@ from ecs_train.errors import CheckpointError
 # Exit codes: a stage failed or the deployed outputs differ from the training side's; invalid input.
 EXIT_FAILED = 1
 EXIT_INVALID_INPUT = 2
+# Exit code of a run stopped with Ctrl-C, the shell's 128 + SIGINT.
+EXIT_INTERRUPTED = 130
 
 
 def _limit(value: str | None) -> float | int | None:
@@ -98,9 +100,17 @@ def run_command(
         limit_batches=_limit(limit_batches),
         force=force,
     )
+    pipeline = None
     try:
         pipeline = Pipeline(options)
         result = pipeline.run()
+    except KeyboardInterrupt:
+        # The staging folder is removed on the way out, so only a run that got past moving it has outputs.
+        if pipeline is not None and pipeline.outputs_written:
+            typer.echo(f"interrupted; the outputs in {pipeline.output} were kept", err=True)
+        else:
+            typer.echo("interrupted; no outputs written", err=True)
+        raise typer.Exit(EXIT_INTERRUPTED) from None
     except (ConfigError, CheckpointError, FileExistsError) as error:
         print_error(error)
         raise typer.Exit(EXIT_INVALID_INPUT) from None
