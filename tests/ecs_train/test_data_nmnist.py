@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 from pathlib import Path
+from urllib.error import URLError
 
 import numpy as np
 import pytest
 import torch
 from hypothesis import given
 from hypothesis import strategies as st
+from typer.testing import CliRunner
 
-from ecs_train.data import DataConfig, DatasetFormatError, build_data_module, shared_data_dir
-from ecs_train.data.nmnist import decode_events, events_to_frames, read_label_list, read_recording
+from ecs_train.cli import app
+from ecs_train.data import DataConfig, DatasetFormatError, DatasetUnavailableError, build_data_module, shared_data_dir
+from ecs_train.data.module import check_data_files
+from ecs_train.data.nmnist import NMNISTSource, decode_events, events_to_frames, read_label_list, read_recording
 
 
 def encode_events(x, y, t, p) -> bytes:
@@ -296,3 +300,58 @@ def test_nmnist_tonic_layout_matches_reader(tonic_layout):
 
     np.testing.assert_array_equal(y, [0, 1])
     np.testing.assert_array_equal(x[1], expected.astype(np.float32))
+
+
+def test_check_data_files_missing_folder(tmp_path: Path) -> None:
+    cfg = DataConfig(name="nmnist", data_dir=tmp_path / "does-not-exist", cache_dir=tmp_path / "cache")
+    with pytest.raises(DatasetUnavailableError, match="is not a folder; pass --data-dir FOLDER"):
+        check_data_files(cfg)
+
+
+def test_check_data_files_missing_label_list(tmp_path: Path) -> None:
+    cfg = DataConfig(name="nmnist", data_dir=tmp_path, cache_dir=tmp_path / "cache")
+    with pytest.raises(DatasetUnavailableError, match="label list .* not found"):
+        check_data_files(cfg)
+
+
+def test_check_data_files_accepts_folder(tmp_path: Path) -> None:
+    write_folder(tmp_path, [0, 1], [1])
+    check_data_files(DataConfig(name="nmnist", data_dir=tmp_path, cache_dir=tmp_path / "cache"))
+
+
+def test_tonic_download_failure_names_url(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import tonic
+
+    def offline(*args: object, **kwargs: object) -> None:
+        raise URLError(OSError(-2, "Name or service not known"))
+
+    monkeypatch.setattr(
+        tonic.datasets,
+        "NMNIST",
+        type(
+            "OfflineNMNIST",
+            (),
+            {
+                "__new__": offline,
+                "train_url": "https://example.invalid/train",
+                "test_url": "https://example.invalid/test",
+            },
+        ),
+    )
+    cfg = DataConfig(name="nmnist", data_dir=None, download=True, cache_dir=tmp_path / "cache")
+    with pytest.raises(DatasetUnavailableError) as caught:
+        NMNISTSource(cfg).sample_lists()
+    message = str(caught.value)
+    assert "failed to download N-MNIST from https://example.invalid/train" in message
+    assert "pass --data-dir FOLDER with the recordings" in message
+
+
+def test_cli_run_missing_data_dir_exits_2(tmp_path: Path) -> None:
+    config = Path(__file__).resolve().parents[2] / "config" / "nmnist_feed_forward.yaml"
+    missing = tmp_path / "does-not-exist"
+    result = CliRunner().invoke(
+        app, ["run", str(config), "--data-dir", str(missing), "--output", str(tmp_path / "run")]
+    )
+    assert result.exit_code == 2
+    assert f"data_dir {missing} of dataset nmnist is not a folder" in result.output
+    assert "Stage 1/9" not in result.output

@@ -47,6 +47,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from ecs_common.errors import ConfigError, ECSError
 from ecs_train.__about__ import __version__
 from ecs_train.config import ExperimentConfig, load_yaml, save_yaml
+from ecs_train.data.module import check_data_files
 from ecs_train.deploy_process import EXIT_DOES_NOT_FIT, EXIT_MISMATCH, leading_json, run_deploy
 from ecs_train.errors import OutputExistsError
 from ecs_train.export import find_config
@@ -278,6 +279,7 @@ class Pipeline:
         self.console = console or Console()
         self.config_path = options.config if options.config is not None else default_config_path()
         self.config = prepare_config(self.config_path, options)
+        check_data_files(self.config.data_cfg)
         self.output = resolve_output(options, self.config)
         self.staging = Path()
         self.state = _State()

@@ -12,6 +12,7 @@ from pydantic import ValidationError
 from ecs_common.errors import ConfigError, ECSError
 from ecs_train.cli import app
 from ecs_train.commands.messages import print_error
+from ecs_train.data.errors import DatasetUnavailableError
 
 logger = logging.getLogger(__name__)
 
@@ -67,7 +68,7 @@ def fit(
         trainer, model, data_module = initialize_experiment(experiment)
         trainer.fit(model, datamodule=data_module)
         results = trainer.test(model, datamodule=data_module, verbose=False)
-    except ConfigError as error:
+    except (ConfigError, DatasetUnavailableError) as error:
         _fail(str(error), EXIT_USAGE)
     except (ECSError, FileNotFoundError) as error:
         _fail(str(error), EXIT_FAILURE)

@@ -11,6 +11,7 @@ import typer
 from ecs_common.errors import ConfigError, ECSError
 from ecs_train.cli import app
 from ecs_train.commands.messages import print_error
+from ecs_train.data.errors import DatasetUnavailableError
 from ecs_train.errors import CheckpointError
 
 # Exit codes: a stage failed or the deployed outputs differ from the training side's; invalid input.
@@ -111,7 +112,7 @@ def run_command(
         else:
             typer.echo("interrupted; no outputs written", err=True)
         raise typer.Exit(EXIT_INTERRUPTED) from None
-    except (ConfigError, CheckpointError, FileExistsError) as error:
+    except (ConfigError, CheckpointError, DatasetUnavailableError, FileExistsError) as error:
         print_error(error)
         raise typer.Exit(EXIT_INVALID_INPUT) from None
     except (PipelineError, ECSError, OSError, ValueError) as error:

@@ -16,6 +16,7 @@ from ecs_train.data.augment import random_shift
 from ecs_train.data.cache import PackedFrames, cache_key, ids_digest, load_or_convert
 from ecs_train.data.config import DATASET_NAMES, DataConfig
 from ecs_train.data.digits import DigitsSource
+from ecs_train.data.errors import DatasetUnavailableError
 from ecs_train.data.fsdd import FSDDSource
 from ecs_train.data.nmnist import NMNISTSource
 from ecs_train.data.shd import SHDSource
@@ -205,3 +206,31 @@ def build_data_module(cfg: DataConfig, batch_size: int, seed: int = 0) -> EventD
     same train, validation and test samples.
     """
     return EventDataModule(cfg, batch_size=batch_size, seed=seed)
+
+
+def check_data_files(cfg: DataConfig) -> None:
+    """Check that ``cfg.data_dir`` and the files its dataset reads up front exist, before a long run starts.
+
+    Raises :class:`DatasetUnavailableError` for a missing folder, recording
+    folder, N-MNIST label list or SHD file. Datasets that tonic downloads
+    (``data_dir`` None) are not checked here, because the download runs later.
+    """
+    data_dir = cfg.data_dir
+    if data_dir is not None and not data_dir.is_dir():
+        raise DatasetUnavailableError(
+            f"data_dir {data_dir} of dataset {cfg.name} is not a folder; pass --data-dir FOLDER with the recordings"
+        )
+    try:
+        source = SOURCES[cfg.name](cfg) if cfg.name in SOURCES else None
+        if isinstance(source, NMNISTSource) and source.layout == "folder":
+            for label_list in (cfg.nmnist_train_list, cfg.nmnist_test_list):
+                if not (source.root / label_list).is_file():
+                    raise FileNotFoundError(
+                        f"N-MNIST label list {source.root / label_list} not found; data_dir must contain "
+                        f"{cfg.nmnist_train_list} and {cfg.nmnist_test_list} beside the <id>.bs2 recordings"
+                    )
+        if isinstance(source, SHDSource) and data_dir is not None:
+            for part in ("train", "test"):
+                source.path(part)
+    except FileNotFoundError as error:
+        raise DatasetUnavailableError(str(error)) from error

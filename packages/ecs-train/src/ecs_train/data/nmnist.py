@@ -9,7 +9,7 @@ from typing import Any, Literal
 import numpy as np
 
 from ecs_train.data.config import NMNIST_SENSOR_PIXELS, DataConfig
-from ecs_train.data.errors import DatasetFormatError
+from ecs_train.data.errors import DatasetFormatError, make_download_error
 from ecs_train.data.source import Part
 from ecs_train.data.splits import SampleList
 
@@ -172,7 +172,11 @@ class NMNISTSource:
                     "to a folder of N-MNIST recordings"
                 )
             logger.info("opening tonic's NMNIST (%s) in %s", part, location)
-            self._tonic_datasets[part] = tonic.datasets.NMNIST(save_to=str(self.root), train=part == "train")
+            try:
+                self._tonic_datasets[part] = tonic.datasets.NMNIST(save_to=str(self.root), train=part == "train")
+            except OSError as error:  # urllib's URLError is an OSError
+                url = tonic.datasets.NMNIST.train_url if part == "train" else tonic.datasets.NMNIST.test_url
+                raise make_download_error("N-MNIST", url, error) from error
         return self._tonic_datasets[part]
 
     def _label_list(self, part: Part) -> str:

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from ecs_train.data.config import SHD_NUM_UNITS, DataConfig
-from ecs_train.data.errors import DatasetFormatError
+from ecs_train.data.errors import DatasetFormatError, make_download_error
 from ecs_train.data.source import Part
 from ecs_train.data.splits import SampleList
 
@@ -147,7 +147,11 @@ class SHDSource:
         import tonic
 
         logger.info("downloading SHD (%s) with tonic into %s", part, self.cfg.cache_dir)
-        tonic.datasets.SHD(save_to=str(self.cfg.cache_dir), train=part == "train")
+        try:
+            tonic.datasets.SHD(save_to=str(self.cfg.cache_dir), train=part == "train")
+        except OSError as error:  # urllib's URLError is an OSError
+            zip_name = tonic.datasets.SHD.train_zip if part == "train" else tonic.datasets.SHD.test_zip
+            raise make_download_error("SHD", tonic.datasets.SHD.base_url + zip_name, error) from error
         self._paths[part] = folders[0] / FILE_NAMES[part]
         return self._paths[part]
 
