@@ -30,7 +30,7 @@ def read_checkpoint(path: Path) -> dict[str, Any]:
     """Read a checkpoint file into a dict on the CPU.
 
     Raises :class:`CheckpointError` when the file is not a PyTorch or
-    Lightning checkpoint, cannot be read, or holds no state_dict.
+    Lightning checkpoint, cannot be read, or contains no state_dict.
     """
     try:
         with open(path, "rb") as handle:
@@ -96,7 +96,7 @@ def model_config_differences(config: ExperimentConfig, stored: dict[str, Any], q
 def check_model_config(config: ExperimentConfig, checkpoint: dict[str, Any], path: Path, quantized: bool) -> None:
     """Raise :class:`CheckpointError` listing every model_cfg field that differs from the checkpoint's own.
 
-    ``quantized`` is true when the checkpoint holds a quantized network.
+    ``quantized`` is true when the checkpoint contains a quantized network.
     Trainer, data, hardware and pruning settings may differ. A checkpoint
     without a stored config (not written by ecs-train) is not checked, and a
     warning says so.
