@@ -22,7 +22,13 @@ from ecs_deploy.bundle import (
     verify_bundle,
 )
 from ecs_deploy.cli import app
-from ecs_deploy.errors import BundleError, BundleVerificationError, MemFileError, MemFileIntegrityError, OutputExistsError
+from ecs_deploy.errors import (
+    BundleError,
+    BundleVerificationError,
+    MemFileError,
+    MemFileIntegrityError,
+    OutputExistsError,
+)
 from ecs_deploy.memfiles import FILE_KINDS, Field, load_mem_files, pack_words, unpack_words, word_layouts
 from ecs_deploy.network import Network
 
