@@ -190,10 +190,10 @@ def test_cli_bad_config_exits_2(tmp_path: Path) -> None:
     result = CliRunner().invoke(app, ["fit", str(path)])
     assert result.exit_code == 2
     lines = [line for line in result.output.splitlines() if line.strip()]
-    assert len(lines) == 1, result.output
-    assert lines[0].startswith("error: invalid config")
-    assert "trainer_cfg.num_epochs" in lines[0]
-    assert "trainer_cfg.batch_size" in lines[0]
+    assert lines[0].startswith("error: invalid config"), result.output
+    assert lines[1].startswith("  trainer_cfg.num_epochs:"), "one indented line per invalid field"
+    assert lines[2].startswith("  trainer_cfg.batch_size:"), "one indented line per invalid field"
+    assert len(lines) == 3, result.output
     assert "Traceback" not in result.output
 
 
@@ -207,3 +207,13 @@ def test_seeded_runs_repeat(tmp_path: Path) -> None:
         trainer.fit(model, datamodule=data_module)
         outputs.append(np.concatenate([p.detach().numpy().ravel() for p in model.parameters()]))
     np.testing.assert_array_equal(outputs[0], outputs[1])
+
+
+def test_load_without_dataset_uses_recorded_shape(trained: dict, monkeypatch: pytest.MonkeyPatch) -> None:
+    def missing_dataset(*args: object, **kwargs: object) -> None:
+        raise FileNotFoundError("dataset folder not found")
+
+    monkeypatch.setattr("ecs_train.training.build_data_module", missing_dataset)
+    restored = load_model(trained["config"], trained["config"].trainer_cfg.checkpoint_dir / "final.ckpt")
+    assert restored.network.input_shape == (2, 16, 16)
+    assert restored.network.num_classes == 10

@@ -17,7 +17,7 @@ from pytorch_lightning.callbacks import Callback, ModelCheckpoint
 from pytorch_lightning.loggers import CSVLogger
 from torchmetrics.classification import MulticlassAccuracy
 
-from ecs_common.errors import ConfigError, QuantizationError
+from ecs_common.errors import ConfigError, ECSError, QuantizationError
 from ecs_train.checkpoint_config import check_model_config, read_checkpoint
 from ecs_train.config import ExperimentConfig, parse_config
 from ecs_train.data import build_data_module
@@ -319,6 +319,24 @@ def _check_state_dict(model: SpikingClassifier, state_dict: dict[str, torch.Tens
         )
 
 
+def _model_shapes(config: ExperimentConfig, checkpoint: dict[str, Any], path: Path) -> tuple[list[int], int]:
+    # The config, not the checkpoint, decides the shapes, so that a config
+    # that differs from the training run is reported. Without the dataset's
+    # files the shapes recorded in the checkpoint stand in.
+    try:
+        data_module = build_data_module(config.data_cfg, batch_size=1, seed=config.trainer_cfg.seed)
+        return list(data_module.input_shape), int(data_module.num_classes)
+    except (FileNotFoundError, ECSError) as error:
+        hyperparameters = checkpoint.get("hyper_parameters", {})
+        if "input_shape" not in hyperparameters or "num_classes" not in hyperparameters:
+            raise CheckpointError(
+                f"cannot tell the input shape of {str(path)!r}: the data config failed ({error}) and the "
+                "checkpoint records no input_shape; set data_cfg.data_dir to the dataset"
+            ) from error
+        logger.info("data module unavailable (%s); using the input shape recorded in %s", error, path)
+        return list(hyperparameters["input_shape"]), int(hyperparameters["num_classes"])
+
+
 def load_model(
     config: ExperimentConfig,
     checkpoint_path: str | os.PathLike[str],
@@ -335,10 +353,7 @@ def load_model(
     path = _resolve_checkpoint(checkpoint_path)
     checkpoint = read_checkpoint(path)
 
-    # The config, not the checkpoint, decides the shapes, so that a config
-    # that differs from the training run is reported below.
-    data_module = build_data_module(config.data_cfg, batch_size=1, seed=config.trainer_cfg.seed)
-    input_shape, num_classes = list(data_module.input_shape), int(data_module.num_classes)
+    input_shape, num_classes = _model_shapes(config, checkpoint, path)
 
     try:
         model = SpikingClassifier(config, input_shape, num_classes)
