@@ -217,6 +217,26 @@ def test_masks_survive_checkpoint_save_and_load(trained: tuple[ExperimentConfig,
     assert restored.network.quantized == model.network.quantized
 
 
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"sparsity": 1.0}, r"sparsity 1.0 is invalid"),
+        ({"sparsity": 0.3, "iterations": 0}, r"iterations 0 is invalid"),
+        ({"sparsity": 0.3, "fine_tune_epochs": -1}, r"fine_tune_epochs -1 is invalid"),
+        ({"sparsity": 0.3, "schedule": "linear"}, r"invalid schedule 'linear'; expected one of constant, cosine"),
+    ],
+)
+def test_prune_model_rejects_invalid_settings(
+    trained: tuple[ExperimentConfig, Path], options: dict, message: str
+) -> None:
+    config, checkpoint = trained
+    model = load_model(config, checkpoint)
+
+    with pytest.raises(ConfigError, match=message):
+        prune_model(model, None, accelerator_config_of(config), **options)
+    assert not any(is_pruned(module) for _, module in prunable_parameters(model.network))
+
+
 def test_saving_over_checkpoint_needs_force(trained: tuple[ExperimentConfig, Path], tmp_path: Path) -> None:
     config, checkpoint = trained
     model, _ = load_pruned_model(config, checkpoint)

@@ -69,6 +69,9 @@ PRUNING_METHOD = "global_l1_unstructured"
 # (0.01) recovered 5 points of test accuracy more than the QAT rate (0.002).
 FINE_TUNE_LEARNING_RATE_FACTOR = 0.5
 
+# Learning-rate schedules of fine-tuning (those of trainer_cfg.lr_schedule).
+FINE_TUNE_SCHEDULES = ("constant", "cosine")
+
 # Extra searches after fine-tuning when the pruned network no longer fits (ties in magnitude, moved weights).
 MAX_REFITS = 3
 
@@ -273,19 +276,25 @@ def fine_tune(
     epochs: int,
     learning_rate: float,
     limit_batches: float | int | None = None,
+    schedule: str = "constant",
 ) -> None:
-    """Train ``model`` for ``epochs`` more epochs at a constant ``learning_rate``, keeping its pruning masks.
+    """Train ``model`` for ``epochs`` more epochs from ``learning_rate``, keeping its pruning masks.
 
-    The network trains in its current mode: a quantized network keeps
+    ``schedule`` ``"constant"`` keeps the rate; ``"cosine"`` decays it over
+    the epochs to 5% of ``learning_rate``, as training's cosine schedule
+    does. The network trains in its current mode: a quantized network keeps
     training quantization-aware. The trainer's devices and strategy come from
     the model's config; no checkpoints or logs are written.
     """
     if epochs <= 0:
         return
+    if schedule not in FINE_TUNE_SCHEDULES:
+        raise ConfigError(f"invalid schedule {schedule!r}; expected one of {', '.join(FINE_TUNE_SCHEDULES)}")
     original = model.config
     tuned = original.model_copy(deep=True)
     tuned.trainer_cfg.learning_rate = learning_rate
-    tuned.trainer_cfg.lr_schedule = "constant"
+    tuned.trainer_cfg.lr_schedule = schedule
+    tuned.trainer_cfg.num_epochs = epochs
     tuned.trainer_cfg.qat_learning_rate = None
     trainer_cfg = tuned.trainer_cfg
     limit = trainer_cfg.limit_batches if limit_batches is None else limit_batches
@@ -384,6 +393,7 @@ class PruningRecord:
     split: str
     masks: dict[str, torch.Tensor] = field(default_factory=dict)
     steps: list[PruningStep] = field(default_factory=list)
+    schedule: str = "constant"
 
     def to_checkpoint(self) -> dict[str, Any]:
         """Return the record as plain values and tensors for ``torch.save``."""
@@ -417,6 +427,7 @@ def prune_model(
     fine_tune_epochs: int = 5,
     iterations: int = 1,
     learning_rate: float | None = None,
+    schedule: str = "constant",
     limit_batches: float | int | None = None,
     split: str = "test",
     measure_without_fine_tuning: bool = False,
@@ -446,6 +457,8 @@ def prune_model(
         raise ConfigError(f"iterations {iterations!r} is invalid; use 1 or more pruning steps")
     if fine_tune_epochs < 0:
         raise ConfigError(f"fine_tune_epochs {fine_tune_epochs!r} is invalid; use 0 or more epochs")
+    if schedule not in FINE_TUNE_SCHEDULES:
+        raise ConfigError(f"invalid schedule {schedule!r}; expected one of {', '.join(FINE_TUNE_SCHEDULES)}")
     network = model.network
     rate = default_fine_tune_learning_rate(model.config) if learning_rate is None else learning_rate
     eval_limit = int(limit_batches) if isinstance(limit_batches, int) else None
@@ -463,7 +476,7 @@ def prune_model(
         reached = prune_to_sparsity(network, start + (target - start) * iteration / iterations)
         if iteration == 1 and measure_without_fine_tuning:
             without_fine_tuning = quantized_accuracy(model, data_module, split, eval_limit)
-        fine_tune(model, data_module, fine_tune_epochs, rate, limit_batches)
+        fine_tune(model, data_module, fine_tune_epochs, rate, limit_batches, schedule)
         accuracy = quantized_accuracy(model, data_module, split, eval_limit) if iterations > 1 else None
         steps.append(PruningStep(iteration, reached, accuracy))
 
@@ -487,6 +500,7 @@ def prune_model(
         split=split,
         masks=masks,
         steps=steps,
+        schedule=schedule,
     )
     return PruningResult(record=record, report=report)
 

@@ -61,6 +61,12 @@ def prune_command(
             "--learning-rate", min=0.0, help="Fine-tuning learning rate (default: half of trainer_cfg.learning_rate)."
         ),
     ] = None,
+    schedule: Annotated[
+        str,
+        typer.Option(
+            "--schedule", help="Fine-tuning learning-rate schedule: constant, or cosine decay to 5% of the rate."
+        ),
+    ] = "constant",
     limit_batches: Annotated[
         int | None,
         typer.Option("--limit-batches", min=1, help="Batches per epoch and per evaluation, for quick runs."),
@@ -128,6 +134,7 @@ def prune_command(
             fine_tune_epochs=pruning_cfg.fine_tune_epochs if fine_tune_epochs is None else fine_tune_epochs,
             iterations=pruning_cfg.iterations if iterations is None else iterations,
             learning_rate=learning_rate,
+            schedule=schedule,
             limit_batches=limit_batches,
             split=split,
             measure_without_fine_tuning=without_fine_tuning,
