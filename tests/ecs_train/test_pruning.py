@@ -183,6 +183,21 @@ def test_fine_tuning_keeps_pruned_weights_zero(trained: tuple[ExperimentConfig, 
     assert not torch.equal(model.network.layers[1].weight_orig.detach(), kept_before), "fine-tuning changed nothing"
 
 
+def test_fine_tuning_keeps_best_validation_epoch(trained: tuple[ExperimentConfig, Path]) -> None:
+    config, checkpoint = trained
+    model = load_model(config, checkpoint)
+    data_module = build_data_module(config.data_cfg, batch_size=config.trainer_cfg.batch_size)
+    prune_to_sparsity(model.network, 0.5)
+
+    kept = fine_tune(model, data_module, epochs=2, learning_rate=1e-2, limit_batches=LIMIT_BATCHES)
+    last = fine_tune(model, data_module, epochs=2, learning_rate=1e-2, limit_batches=LIMIT_BATCHES, select_best=False)
+
+    assert kept in (1, 2)
+    assert last == 2
+    assert fine_tune(model, data_module, epochs=0, learning_rate=1e-2) is None
+    assert weight_sparsity(model.network) == pytest.approx(0.5, abs=1e-4)
+
+
 def test_masks_survive_checkpoint_save_and_load(trained: tuple[ExperimentConfig, Path], tmp_path: Path) -> None:
     config, checkpoint = trained
     model = load_model(config, checkpoint)

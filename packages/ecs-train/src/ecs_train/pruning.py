@@ -277,17 +277,22 @@ def fine_tune(
     learning_rate: float,
     limit_batches: float | int | None = None,
     schedule: str = "constant",
-) -> None:
+    select_best: bool = True,
+) -> int | None:
     """Train ``model`` for ``epochs`` more epochs from ``learning_rate``, keeping its pruning masks.
 
     ``schedule`` ``"constant"`` keeps the rate; ``"cosine"`` decays it over
     the epochs to 5% of ``learning_rate``, as training's cosine schedule
-    does. The network trains in its current mode: a quantized network keeps
-    training quantization-aware. The trainer's devices and strategy come from
-    the model's config; no checkpoints or logs are written.
+    does. With ``select_best`` the model is validated after every epoch and
+    ends with the weights of the epoch with the best validation accuracy
+    (quantized when quantization is enabled), else with those of the last
+    epoch. Returns the epoch kept (1 for the first), or None without
+    fine-tuning. The network trains in its current mode: a quantized network
+    keeps training quantization-aware. The trainer's devices and strategy
+    come from the model's config; no checkpoints or logs are written.
     """
     if epochs <= 0:
-        return
+        return None
     if schedule not in FINE_TUNE_SCHEDULES:
         raise ConfigError(f"invalid schedule {schedule!r}; expected one of {', '.join(FINE_TUNE_SCHEDULES)}")
     original = model.config
@@ -298,6 +303,7 @@ def fine_tune(
     tuned.trainer_cfg.qat_learning_rate = None
     trainer_cfg = tuned.trainer_cfg
     limit = trainer_cfg.limit_batches if limit_batches is None else limit_batches
+    best = _BestOnValidation("val_acc_quantized" if tuned.model_cfg.quant_cfg.enabled else "val_acc")
     trainer = pl.Trainer(
         max_epochs=epochs,
         accelerator=trainer_cfg.accelerator,
@@ -305,7 +311,9 @@ def fine_tune(
         strategy=trainer_cfg.strategy,
         num_nodes=trainer_cfg.num_nodes,
         limit_train_batches=limit,
-        limit_val_batches=0,
+        limit_val_batches=limit if select_best else 0,
+        num_sanity_val_steps=0,
+        callbacks=[best] if select_best else [],
         logger=False,
         enable_checkpointing=False,
         enable_progress_bar=False,
@@ -318,6 +326,35 @@ def fine_tune(
     finally:
         model.config = original
     model.cpu()
+
+    if not select_best or best.state is None:
+        return epochs
+    model.load_state_dict(best.state)
+    logger.info(
+        "kept the weights of fine-tuning epoch %d of %d (%s %.4f)", best.epoch, epochs, best.monitor, best.score
+    )
+    return best.epoch
+
+
+class _BestOnValidation(pl.Callback):
+    """Keep a copy of the weights (pruning masks included) of the epoch with the best validation accuracy."""
+
+    def __init__(self, monitor: str) -> None:
+        self.monitor = monitor
+        self.score = -math.inf
+        self.epoch = 0
+        self.state: dict[str, torch.Tensor] | None = None
+
+    def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        value = trainer.callback_metrics.get(self.monitor)
+        if value is None or trainer.sanity_checking:
+            return
+        score = float(value)
+        # Strictly better only, so that of equal epochs the earliest, least changed one stays.
+        if score > self.score:
+            self.score = score
+            self.epoch = trainer.current_epoch + 1
+            self.state = {key: tensor.detach().cpu().clone() for key, tensor in pl_module.state_dict().items()}
 
 
 def evaluate(
@@ -369,6 +406,7 @@ class PruningStep:
     iteration: int
     sparsity: float
     accuracy: float | None
+    kept_epoch: int | None = None
 
 
 @dataclass
@@ -394,6 +432,7 @@ class PruningRecord:
     masks: dict[str, torch.Tensor] = field(default_factory=dict)
     steps: list[PruningStep] = field(default_factory=list)
     schedule: str = "constant"
+    select_best: bool = False
 
     def to_checkpoint(self) -> dict[str, Any]:
         """Return the record as plain values and tensors for ``torch.save``."""
@@ -428,6 +467,7 @@ def prune_model(
     iterations: int = 1,
     learning_rate: float | None = None,
     schedule: str = "constant",
+    select_best: bool = True,
     limit_batches: float | int | None = None,
     split: str = "test",
     measure_without_fine_tuning: bool = False,
@@ -476,9 +516,9 @@ def prune_model(
         reached = prune_to_sparsity(network, start + (target - start) * iteration / iterations)
         if iteration == 1 and measure_without_fine_tuning:
             without_fine_tuning = quantized_accuracy(model, data_module, split, eval_limit)
-        fine_tune(model, data_module, fine_tune_epochs, rate, limit_batches, schedule)
+        kept_epoch = fine_tune(model, data_module, fine_tune_epochs, rate, limit_batches, schedule, select_best)
         accuracy = quantized_accuracy(model, data_module, split, eval_limit) if iterations > 1 else None
-        steps.append(PruningStep(iteration, reached, accuracy))
+        steps.append(PruningStep(iteration, reached, accuracy, kept_epoch))
 
     if fit_hardware:
         _refit(network, accelerator_config)
@@ -501,6 +541,7 @@ def prune_model(
         masks=masks,
         steps=steps,
         schedule=schedule,
+        select_best=select_best,
     )
     return PruningResult(record=record, report=report)
 

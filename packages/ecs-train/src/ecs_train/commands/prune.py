@@ -67,6 +67,13 @@ def prune_command(
             "--schedule", help="Fine-tuning learning-rate schedule: constant, or cosine decay to 5% of the rate."
         ),
     ] = "constant",
+    keep_last_epoch: Annotated[
+        bool,
+        typer.Option(
+            "--keep-last-epoch",
+            help="Keep the weights after the last fine-tuning epoch, not those of the best validation epoch.",
+        ),
+    ] = False,
     limit_batches: Annotated[
         int | None,
         typer.Option("--limit-batches", min=1, help="Batches per epoch and per evaluation, for quick runs."),
@@ -135,6 +142,7 @@ def prune_command(
             iterations=pruning_cfg.iterations if iterations is None else iterations,
             learning_rate=learning_rate,
             schedule=schedule,
+            select_best=not keep_last_epoch,
             limit_batches=limit_batches,
             split=split,
             measure_without_fine_tuning=without_fine_tuning,
