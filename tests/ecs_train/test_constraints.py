@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -235,7 +236,8 @@ def test_layer_quantizing_to_zero_raises() -> None:
     with torch.no_grad():
         network.layers[3].weight.fill_(0.001)
 
-    with pytest.raises(QuantizationError, match=r"weights of 'layers.3' .* all round to zero in Q\(8,6\)"):
+    weight_format = re.escape(str(config.model_cfg.quant_cfg.weight_format))
+    with pytest.raises(QuantizationError, match=rf"weights of 'layers.3' .* all round to zero in {weight_format}"):
         constraint_report(network, accelerator_config_of(config))
 
 
@@ -273,7 +275,8 @@ def test_saturation_default_depends_on_quantization() -> None:
         constraint_report(network, accelerator)
 
     assert report.saturated_weights == 1
-    assert "1 of 1280 weights of layers.3 saturate in Q(8,6)" in report.summary()
+    weight_format = config.model_cfg.quant_cfg.weight_format
+    assert f"1 of 1280 weights of layers.3 saturate in {weight_format}" in report.summary()
 
 
 def test_empty_layer_raises() -> None:
