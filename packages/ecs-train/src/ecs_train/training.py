@@ -330,7 +330,7 @@ def _model_shapes(config: ExperimentConfig, checkpoint: dict[str, Any], path: Pa
         hyperparameters = checkpoint.get("hyper_parameters", {})
         if "input_shape" not in hyperparameters or "num_classes" not in hyperparameters:
             raise CheckpointError(
-                f"cannot tell the input shape of {str(path)!r}: the data config failed ({error}) and the "
+                f"cannot determine the input shape of {str(path)!r}: the data config failed ({error}) and the "
                 "checkpoint records no input_shape; set data_cfg.data_dir to the dataset"
             ) from error
         logger.info("data module unavailable (%s); using the input shape recorded in %s", error, path)
