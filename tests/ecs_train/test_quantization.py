@@ -251,3 +251,86 @@ def test_quantize_model_keeps_pruning_masks() -> None:
         layer.weight_orig.fill_(1.0)
     model(torch.ones(1, 3, 6))
     assert torch.count_nonzero(layer.quantized_weight()) == 24, "pruned weights stay exactly zero"
+
+
+def _stepwise(neuron: QuantizedNeuron, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    state = None
+    outputs, words = [], []
+    for step in range(x.shape[0]):
+        output, state = neuron(x[step], state)
+        outputs.append(output)
+        words.append(state.v)
+    return torch.stack(outputs), torch.stack(words)
+
+
+SEQUENCE_CASES = [
+    ("lif", "to_reset", "super"),
+    ("lif", "subtract", "super"),
+    ("lif", "to_reset", "tanh"),
+    ("lif", "to_reset", "heavi_erfc"),
+    ("if", "to_reset", "super"),
+    ("cubalif", "to_reset", "super"),
+    ("cubalif", "to_reset", "tanh"),
+    ("li", "to_reset", "super"),
+]
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+@pytest.mark.parametrize(("kind", "reset_mode", "surrogate"), SEQUENCE_CASES)
+def test_run_sequence_matches_steps(kind: str, reset_mode: str, surrogate: str, seed: int) -> None:
+    cell = _cell(kind, reset_mode=reset_mode, surrogate=surrogate, surrogate_alpha=10.0, v_leak=0.05 * seed)
+    neuron = QuantizedNeuron(cell, (3, 5), 0.001, QuantConfig(), reset_mode)
+    generator = torch.Generator().manual_seed(seed)
+    # Words up to 6000 per step make LIF neurons fire (threshold 64 words) and drive LI membranes into saturation.
+    x = torch.randint(-300, 6000, (40, 4, 3, 5), generator=generator).float().requires_grad_(True)
+    weights = torch.randn(40, 4, 3, 5, dtype=torch.float64, generator=generator)
+
+    outputs, words = neuron.run_sequence(x)
+    (gradient,) = torch.autograd.grad((outputs * weights).sum(), x)
+    reference_outputs, reference_words = _stepwise(neuron, x)
+    (reference_gradient,) = torch.autograd.grad((reference_outputs * weights).sum(), x)
+
+    assert torch.equal(outputs, reference_outputs)
+    assert torch.equal(words, reference_words)
+    assert gradient.dtype == x.dtype
+    assert gradient.abs().max() > 0, "the loss should reach the input"
+    tolerance = 1e-6 * reference_gradient.abs().max().item()
+    torch.testing.assert_close(gradient, reference_gradient, rtol=1e-5, atol=tolerance)
+    if kind != "li":
+        assert 0 < outputs.sum() < outputs.numel(), "some neurons should fire and some not"
+    else:
+        assert (words == QuantConfig().state_format.max_int).any(), "the inputs should saturate some LI membranes"
+
+
+def test_run_sequence_wide_formats() -> None:
+    quant = QuantConfig(
+        weight_format=FixedPointFormat(wl=16, fl=6),
+        state_format=FixedPointFormat(wl=32, fl=6),
+        decay_format=FixedPointFormat(wl=28, fl=26),
+    )
+    neuron = QuantizedNeuron(_cell("cubalif", v_threshold=1000.0, surrogate_alpha=0.01), (8,), 0.001, quant)
+    assert not neuron.decay_exact_in_float64
+    generator = torch.Generator().manual_seed(4)
+    x = torch.randint(-(2**20), 2**22, (30, 4, 8), generator=generator).to(torch.float64).requires_grad_(True)
+
+    outputs, words = neuron.run_sequence(x)
+    (gradient,) = torch.autograd.grad(outputs.sum(), x)
+    reference_outputs, reference_words = _stepwise(neuron, x)
+    (reference_gradient,) = torch.autograd.grad(reference_outputs.sum(), x)
+
+    assert torch.equal(words, reference_words)
+    assert torch.equal(outputs, reference_outputs)
+    assert outputs.sum() > 0
+    torch.testing.assert_close(gradient, reference_gradient, rtol=1e-9, atol=0.0)
+
+
+def test_run_sequence_without_gradient() -> None:
+    neuron = QuantizedNeuron(_cell("lif"), (6,), 0.001, QuantConfig())
+    x = torch.randint(0, 200, (10, 2, 6)).float()
+    outputs, words = neuron.run_sequence(x)
+    assert outputs.grad_fn is None
+    assert not outputs.requires_grad
+
+    reference_outputs, reference_words = _stepwise(neuron, x)
+    assert torch.equal(outputs, reference_outputs)
+    assert torch.equal(words, reference_words)

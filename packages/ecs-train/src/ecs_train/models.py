@@ -190,22 +190,23 @@ class SpikingNetwork(nn.Module):
                 h = flat.reshape(steps, batch, *flat.shape[1:])
                 continue
 
-            quantized_layer = isinstance(layer, QuantizedNeuron) and layer.quantized
+            if isinstance(layer, QuantizedNeuron) and layer.quantized:
+                h, layer_states = layer.run_sequence(h)
+                if index != last_index and record_spikes:
+                    spikes.append(h)
+                if index == last_index:
+                    words = layer_states.to(torch.int64)
+                continue
+
             cell = layer.cell if isinstance(layer, QuantizedNeuron) else layer
-            state = None if quantized_layer else _zero_state(cell, h[0])
+            state = _zero_state(cell, h[0])
             outputs = []
-            layer_words = []
             for step in range(steps):
                 output, state = layer(h[step], state)
                 outputs.append(output)
-                if quantized_layer and index == last_index:
-                    layer_words.append(state.v)
             h = torch.stack(outputs)
-
             if index != last_index and record_spikes:
                 spikes.append(h)
-            if layer_words:
-                words = torch.stack(layer_words).to(torch.int64)
 
         return NetworkRecord(states=h, spikes=spikes, words=words)
 

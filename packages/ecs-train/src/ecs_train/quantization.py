@@ -305,6 +305,12 @@ class QuantizedNeuron(nn.Module):
         self._register("unit", params.state_scale * state_format.lsb)
         self._register("k_syn", params.k_syn if params.k_syn is not None else np.zeros(params.size))
 
+        # Decay factors K / 2**fl. Scaling by a power of two is exact, so
+        # floor((u - u_leak) * (K / 2**fl)) equals the arithmetic shift of integer_step.
+        k_syn = params.k_syn if params.k_syn is not None else np.zeros(params.size)
+        self._register("slope_mem", params.k_mem * 2.0**-self.decay_fl)
+        self._register("slope_syn", k_syn * 2.0**-self.decay_fl)
+
         self.method = getattr(cell.p, "method", "super")
         self.alpha = getattr(cell.p, "alpha", 100.0)
 
@@ -338,6 +344,78 @@ class QuantizedNeuron(nn.Module):
 
     def _saturate(self, value: torch.Tensor) -> torch.Tensor:
         return torch.clamp(value, self.state_min, self.state_max)
+
+    def _exact_decay(self, value: torch.Tensor, rest: torch.Tensor | float, factor: torch.Tensor) -> torch.Tensor:
+        # The forward value of _decay without its gradient. The factor is K, the integer decay word.
+        if self.decay_exact_in_float64:
+            slope = self.slope_mem if factor is self.k_mem else self.slope_syn
+            return torch.floor((value - rest) * slope)
+        difference = (value - rest).to(torch.int64)
+        return torch.bitwise_right_shift(difference * factor.to(torch.int64), self.decay_fl).to(torch.float64)
+
+    def _in_range(self, value: torch.Tensor) -> torch.Tensor:
+        # Where torch.clamp passes the gradient: inside the state format's range, bounds included.
+        return (value >= self.state_min) & (value <= self.state_max)
+
+    def _reset(self, u: torch.Tensor) -> torch.Tensor:
+        # The membrane after the reset of every neuron whose saturated membrane u crossed the threshold.
+        if self.reset_mode == "subtract":
+            return u - (u > self.v_threshold) * self.v_threshold
+        return torch.where(u > self.v_threshold, self.v_reset, u)
+
+    def integrate(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """Run the integer arithmetic over all timesteps of ``x`` (``[T, B, *shape]``) without gradients.
+
+        Starts from the all-zero state and computes what :meth:`forward`
+        computes step by step. Returns four float64 ``[T, B, *shape]``
+        tensors: the outputs (spikes, or LI states in NIR units), the membrane
+        words after each step, the membrane before saturation, and for
+        CubaLIF the jumped current before saturation (``None`` for other
+        kinds). The backward pass of :meth:`run_sequence` needs the last two.
+        """
+        x = x.detach().to(torch.float64)
+        v = torch.zeros_like(x[0])
+        current = torch.zeros_like(x[0]) if self.kind == "cubalif" else None
+        membrane = torch.empty_like(x)
+        jumped_all = torch.empty_like(x) if current is not None else None
+
+        for step in range(x.shape[0]):
+            leak = self._exact_decay(v, self.v_leak, self.k_mem)
+            u = membrane[step]
+            if current is not None and jumped_all is not None:
+                jumped = torch.add(current, x[step], out=jumped_all[step])
+                jumped = jumped.clamp(self.state_min, self.state_max)
+                torch.sub(v, leak, out=u).add_(jumped)
+                current = jumped - self._exact_decay(jumped, 0.0, self.k_syn)
+            else:
+                torch.sub(v, leak, out=u).add_(x[step])
+            v = u.clamp(self.state_min, self.state_max)
+            if self.kind != "li":
+                v = self._reset(v)
+
+        # Outputs and words follow from the membrane before saturation, for all timesteps at once.
+        saturated = membrane.clamp(self.state_min, self.state_max)
+        if self.kind == "li":
+            return saturated * self.unit, saturated, membrane, jumped_all
+        spikes = (saturated > self.v_threshold).to(torch.float64)
+        return spikes, self._reset(saturated), membrane, jumped_all
+
+    def run_sequence(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Run the quantized layer over all timesteps of ``x`` (``[T, B, *shape]``) from the zero state.
+
+        Returns the outputs and the membrane words after each step (float64
+        ``[T, B, *shape]``), equal to those of :meth:`forward` called step by
+        step. The gradients with respect to ``x`` are the same as well, up to
+        float32 rounding. The whole sequence is one autograd node, and its
+        backward pass applies the same straight-through and surrogate rules
+        in reverse time. Autograd therefore records one node per layer, not
+        about twenty per timestep.
+        """
+        if torch.is_grad_enabled() and x.requires_grad:
+            outputs, words = _NeuronSequence.apply(x, self)
+            return outputs, words
+        outputs, words, _, _ = self.integrate(x)
+        return outputs, words
 
     def forward(self, x: torch.Tensor, state: Any = None) -> tuple[torch.Tensor, Any]:
         if not self.quantized:
@@ -376,6 +454,75 @@ class QuantizedNeuron(nn.Module):
             f"state_format={self.quant_cfg.state_format}, decay_format={self.quant_cfg.decay_format}, "
             f"quantized={self.quantized}"
         )
+
+
+class _NeuronSequence(torch.autograd.Function):
+    """Autograd node for all timesteps of a :class:`QuantizedNeuron` (see ``run_sequence``).
+
+    With the straight-through decay, the gradient with respect to the
+    integrated membrane ``u`` is linear in the next step's gradient:
+    ``g_u[t] = C[t] * g_u[t+1] + D[t]``. ``C`` and ``D`` depend only on values
+    saved in the forward pass, so the backward pass computes them for all
+    timesteps at once and then runs the recurrence.
+    """
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, neuron: QuantizedNeuron) -> tuple[torch.Tensor, torch.Tensor]:
+        outputs, words, membrane, jumped = neuron.integrate(x)
+        ctx.neuron = neuron
+        ctx.input_dtype = x.dtype
+        ctx.mark_non_differentiable(words)
+        ctx.save_for_backward(membrane, *([] if jumped is None else [jumped]))
+        return outputs, words
+
+    @staticmethod
+    def backward(ctx: Any, grad_outputs: torch.Tensor, grad_words: torch.Tensor) -> tuple[torch.Tensor, None]:
+        neuron: QuantizedNeuron = ctx.neuron
+        membrane, *rest = ctx.saved_tensors
+
+        # Gradients need no exact integers. float32 represents every membrane word of formats up to 24 bits.
+        dtype = torch.float32 if neuron.quant_cfg.state_format.wl <= 24 else torch.float64
+        membrane = membrane.to(dtype)
+        passes = (membrane >= neuron.state_min) & (membrane <= neuron.state_max)
+        u = membrane.clamp(neuron.state_min, neuron.state_max)
+        grad_outputs = grad_outputs.to(dtype)
+        unit = neuron.unit.to(dtype)
+        keep_mem = (1.0 - neuron.slope_mem).to(dtype)
+
+        # carry is d(membrane word after the step) / du, and direct is d(loss) / du through this step's output.
+        if neuron.kind == "li":
+            carry = passes * keep_mem
+            direct = grad_outputs * unit
+        else:
+            v_threshold = neuron.v_threshold.to(dtype)
+            # The spike's surrogate derivative, from norse's own threshold function, for all timesteps at once.
+            distance = ((u - v_threshold) * unit).requires_grad_(True)
+            with torch.enable_grad():
+                spikes = threshold(distance, neuron.method, neuron.alpha)
+                (slope,) = torch.autograd.grad(spikes, distance, torch.ones_like(spikes))
+            surrogate = slope * unit
+            if neuron.reset_mode == "subtract":
+                carry = 1.0 - surrogate * v_threshold
+            else:
+                carry = (u <= v_threshold) + surrogate * (neuron.v_reset.to(dtype) - u)
+            carry = carry * passes * keep_mem
+            direct = grad_outputs * surrogate
+        direct = direct * passes
+
+        grad_u = direct
+        for step in range(u.shape[0] - 2, -1, -1):
+            grad_u[step].addcmul_(carry[step], grad_u[step + 1])
+        if not rest:
+            return grad_u.to(ctx.input_dtype), None
+
+        # CubaLIF: the jumped current feeds the membrane and, decayed, the next step's current.
+        jumped = rest[0].to(dtype)
+        jump_passes = (jumped >= neuron.state_min) & (jumped <= neuron.state_max)
+        grad_j = grad_u * jump_passes
+        keep = jump_passes * (1.0 - neuron.slope_syn).to(dtype)
+        for step in range(u.shape[0] - 2, -1, -1):
+            grad_j[step].addcmul_(keep[step], grad_j[step + 1])
+        return grad_j.to(ctx.input_dtype), None
 
 
 def _check_reset_mode(cell: nn.Module, kind: str, reset_mode: str, name: str) -> None:
