@@ -384,3 +384,49 @@ def test_prune_command_needs_a_target(trained: tuple[ExperimentConfig, Path], tm
 
     assert result.exit_code == 2
     assert "nothing to prune: give --sparsity" in result.output
+
+
+def test_prune_command_reads_fine_tuning_config(trained: tuple[ExperimentConfig, Path], tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from ecs_train.cli import app
+    from ecs_train.config import save_yaml
+
+    config, checkpoint = trained
+    config = copy.deepcopy(config)
+    config.pruning_cfg.learning_rate = 0.0042
+    config.pruning_cfg.schedule = "cosine"
+    config_path = save_yaml(config, tmp_path / "config.yaml")
+    arguments = ["prune", str(config_path), "--checkpoint", str(checkpoint), "--sparsity", "0.2"]
+    arguments += ["--fine-tune-epochs", "1", "--limit-batches", str(LIMIT_BATCHES)]
+    from_config = tmp_path / "from-config.ckpt"
+    from_options = tmp_path / "from-options.ckpt"
+
+    result = CliRunner().invoke(app, [*arguments, "--out", str(from_config)])
+    options = ["--schedule", "constant", "--learning-rate", "0.003", "--out", str(from_options)]
+    overridden = CliRunner().invoke(app, [*arguments, *options])
+
+    assert result.exit_code == 0, result.output
+    assert overridden.exit_code == 0, overridden.output
+    _, record = load_pruned_model(config, from_config)
+    assert record is not None
+    assert record.schedule == "cosine"
+    assert record.learning_rate == pytest.approx(0.0042)
+    _, record = load_pruned_model(config, from_options)
+    assert record is not None
+    assert record.schedule == "constant"
+    assert record.learning_rate == pytest.approx(0.003)
+
+
+def test_pruning_config_sets_fine_tuning(trained: tuple[ExperimentConfig, Path]) -> None:
+    from ecs_train.pruning import default_fine_tune_learning_rate
+
+    config, _ = trained
+    config = copy.deepcopy(config)
+    assert default_fine_tune_learning_rate(config) == pytest.approx(0.5 * config.trainer_cfg.learning_rate)
+
+    config.pruning_cfg.learning_rate = 0.0042
+    assert default_fine_tune_learning_rate(config) == pytest.approx(0.0042)
+
+    with pytest.raises(ValueError, match="schedule"):
+        ExperimentConfig.model_validate({"pruning_cfg": {"schedule": "linear"}})

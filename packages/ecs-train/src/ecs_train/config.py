@@ -195,6 +195,12 @@ class PruningConfig(ConfigSection):
     fit_hardware: bool = Field(False, description="prune further until the network fits the hardware config")
     fine_tune_epochs: int = Field(5, ge=0, description="training epochs after each pruning iteration")
     iterations: int = Field(1, ge=1, description="pruning steps to reach the target sparsity")
+    learning_rate: float | None = Field(
+        None, gt=0, description="fine-tuning learning rate, null for half of trainer_cfg.learning_rate"
+    )
+    schedule: Literal["constant", "cosine"] = Field(
+        "constant", description="fine-tuning learning-rate schedule: constant, or cosine decay to 5% of the rate"
+    )
 
 
 class ExperimentConfig(ConfigSection):

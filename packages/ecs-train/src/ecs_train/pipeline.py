@@ -469,6 +469,7 @@ class Pipeline:
             fit_hardware=pruning_cfg.fit_hardware,
             fine_tune_epochs=pruning_cfg.fine_tune_epochs,
             iterations=pruning_cfg.iterations,
+            schedule=pruning_cfg.schedule,
             split="test",
         )
         self.state.model.cpu().eval()

@@ -266,7 +266,10 @@ def sparsity_to_fit(network: SpikingNetwork, accelerator_config: AcceleratorConf
 
 
 def default_fine_tune_learning_rate(config: ExperimentConfig) -> float:
-    """Return the fine-tuning learning rate: ``FINE_TUNE_LEARNING_RATE_FACTOR`` times ``trainer_cfg.learning_rate``."""
+    """Return the fine-tuning learning rate: ``pruning_cfg.learning_rate``, or without it
+    ``FINE_TUNE_LEARNING_RATE_FACTOR`` times ``trainer_cfg.learning_rate``."""
+    if config.pruning_cfg.learning_rate is not None:
+        return config.pruning_cfg.learning_rate
     return config.trainer_cfg.learning_rate * FINE_TUNE_LEARNING_RATE_FACTOR
 
 

@@ -58,15 +58,18 @@ def prune_command(
     learning_rate: Annotated[
         float | None,
         typer.Option(
-            "--learning-rate", min=0.0, help="Fine-tuning learning rate (default: half of trainer_cfg.learning_rate)."
+            "--learning-rate",
+            min=0.0,
+            help="Fine-tuning learning rate (default: pruning_cfg.learning_rate, else half of trainer_cfg's).",
         ),
     ] = None,
     schedule: Annotated[
-        str,
+        str | None,
         typer.Option(
-            "--schedule", help="Fine-tuning learning-rate schedule: constant, or cosine decay to 5% of the rate."
+            "--schedule",
+            help="Fine-tuning learning-rate schedule: constant, or cosine decay to 5% of the rate (default: config).",
         ),
-    ] = "constant",
+    ] = None,
     keep_last_epoch: Annotated[
         bool,
         typer.Option(
@@ -141,7 +144,7 @@ def prune_command(
             fine_tune_epochs=pruning_cfg.fine_tune_epochs if fine_tune_epochs is None else fine_tune_epochs,
             iterations=pruning_cfg.iterations if iterations is None else iterations,
             learning_rate=learning_rate,
-            schedule=schedule,
+            schedule=pruning_cfg.schedule if schedule is None else schedule,
             select_best=not keep_last_epoch,
             limit_batches=limit_batches,
             split=split,
