@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import copy
+import importlib.util
+import json
 from pathlib import Path
 
 import nir
@@ -430,3 +432,55 @@ def test_pruning_config_sets_fine_tuning(trained: tuple[ExperimentConfig, Path])
 
     with pytest.raises(ValueError, match="schedule"):
         ExperimentConfig.model_validate({"pruning_cfg": {"schedule": "linear"}})
+
+
+# The accuracy-against-sparsity script, scripts/pruning_table.py.
+
+
+def load_pruning_table_script():
+    path = REPOSITORY / "scripts" / "pruning_table.py"
+    spec = importlib.util.spec_from_file_location("pruning_table", path)
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_pruning_table_measures_each_sparsity(
+    trained: tuple[ExperimentConfig, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from ecs_train.config import save_yaml
+
+    config, checkpoint = trained
+    config_path = save_yaml(config, tmp_path / "config.yaml")
+    out = tmp_path / "table.json"
+    arguments = [str(config_path), "--checkpoint", str(checkpoint), "--sparsities", "0,0.5"]
+    arguments += ["--fine-tune-epochs", "1", "--limit-batches", str(LIMIT_BATCHES), "--schedule", "cosine"]
+
+    assert load_pruning_table_script().main([*arguments, "--out", str(out)]) == 0
+
+    result = json.loads(out.read_text())
+    assert result["schedule"] == "cosine"
+    assert [row["sparsity"] for row in result["rows"]] == [0.0, 0.5]
+    assert result["rows"][1]["reached_sparsity"] == pytest.approx(0.5, abs=1e-3)
+    assert result["rows"][1]["synapses"] < result["rows"][0]["synapses"]
+    for row in result["rows"]:
+        assert 0.0 <= row["test"] <= 1.0
+        assert 0.0 <= row["val"] <= 1.0
+    table = capsys.readouterr().out
+    assert "| 50% |" in table
+    assert "| 0% (fine-tuning only) |" in table
+
+
+def test_pruning_table_rejects_invalid_input(tmp_path: Path) -> None:
+    script = load_pruning_table_script()
+    with pytest.raises(SystemExit, match="every value must lie in"):
+        script.parse_sparsities("0.3,1.5")
+    with pytest.raises(SystemExit, match="give comma-separated fractions"):
+        script.parse_sparsities("0.3;0.5")
+
+    out = tmp_path / "table.json"
+    out.write_text("{}")
+    with pytest.raises(SystemExit, match="exists already; pass --force"):
+        script.main(["config.yaml", "--checkpoint", "x.ckpt", "--out", str(out)])
