@@ -147,4 +147,3 @@ def expected_outputs(network: SpikingNetwork, run: NetworkRun) -> ExpectedOutput
         spike_counts=dict(run.spike_counts),
         spikes=dict(run.spikes),
     )
-
