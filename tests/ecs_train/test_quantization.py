@@ -334,3 +334,31 @@ def test_run_sequence_without_gradient() -> None:
     reference_outputs, reference_words = _stepwise(neuron, x)
     assert torch.equal(outputs, reference_outputs)
     assert torch.equal(words, reference_words)
+
+
+@pytest.mark.parametrize("kind", ["if", "lif", "cubalif", "li"])
+def test_run_sequence_gradient_at_saturation_bounds(kind: str) -> None:
+    # Q(4,1) states span words -8 to 7, so small inputs land exactly on both bounds,
+    # where torch.clamp passes no gradient.
+    quant = QuantConfig(
+        weight_format=FixedPointFormat(wl=4, fl=1),
+        state_format=FixedPointFormat(wl=4, fl=1),
+        decay_format=FixedPointFormat(wl=8, fl=7),
+    )
+    # dt / tau = 0.5 keeps the LIF threshold of 2 state units (4 words) inside the range.
+    cell = _cell(kind, surrogate_alpha=1.0, tau_mem=0.002, tau_syn=0.002)
+    neuron = QuantizedNeuron(cell, (6,), 0.001, quant)
+    generator = torch.Generator().manual_seed(5)
+    x = torch.randint(-9, 10, (12, 8, 6), generator=generator).float().requires_grad_(True)
+    weights = torch.randn(12, 8, 6, dtype=torch.float64, generator=generator)
+
+    outputs, words = neuron.run_sequence(x)
+    (gradient,) = torch.autograd.grad((outputs * weights).sum(), x)
+    reference_outputs, reference_words = _stepwise(neuron, x)
+    (reference_gradient,) = torch.autograd.grad((reference_outputs * weights).sum(), x)
+
+    _, _, membrane, _ = neuron.integrate(x)
+    assert (membrane == 7).any(), "some membranes should land exactly on the upper bound"
+    assert (membrane == -8).any(), "some membranes should land exactly on the lower bound"
+    assert torch.equal(words, reference_words)
+    torch.testing.assert_close(gradient, reference_gradient, rtol=1e-5, atol=1e-7)

@@ -354,8 +354,9 @@ class QuantizedNeuron(nn.Module):
         return torch.bitwise_right_shift(difference * factor.to(torch.int64), self.decay_fl).to(torch.float64)
 
     def _in_range(self, value: torch.Tensor) -> torch.Tensor:
-        # Where torch.clamp passes the gradient: inside the state format's range, bounds included.
-        return (value >= self.state_min) & (value <= self.state_max)
+        # Where torch.clamp passes the gradient: strictly inside the state format's range, so a
+        # value equal to a bound gets none, as torch 2.14's clamp backward does.
+        return (value > self.state_min) & (value < self.state_max)
 
     def _reset(self, u: torch.Tensor) -> torch.Tensor:
         # The membrane after the reset of every neuron whose saturated membrane u crossed the threshold.
@@ -483,7 +484,7 @@ class _NeuronSequence(torch.autograd.Function):
         # Gradients need no exact integers. float32 represents every membrane word of formats up to 24 bits.
         dtype = torch.float32 if neuron.quant_cfg.state_format.wl <= 24 else torch.float64
         membrane = membrane.to(dtype)
-        passes = (membrane >= neuron.state_min) & (membrane <= neuron.state_max)
+        passes = neuron._in_range(membrane)
         u = membrane.clamp(neuron.state_min, neuron.state_max)
         grad_outputs = grad_outputs.to(dtype)
         unit = neuron.unit.to(dtype)
@@ -517,7 +518,7 @@ class _NeuronSequence(torch.autograd.Function):
 
         # CubaLIF: the jumped current feeds the membrane and, decayed, the next step's current.
         jumped = rest[0].to(dtype)
-        jump_passes = (jumped >= neuron.state_min) & (jumped <= neuron.state_max)
+        jump_passes = neuron._in_range(jumped)
         grad_j = grad_u * jump_passes
         keep = jump_passes * (1.0 - neuron.slope_syn).to(dtype)
         for step in range(u.shape[0] - 2, -1, -1):
