@@ -484,3 +484,53 @@ def test_pruning_table_rejects_invalid_input(tmp_path: Path) -> None:
     out.write_text("{}")
     with pytest.raises(SystemExit, match="exists already; pass --force"):
         script.main(["config.yaml", "--checkpoint", "x.ckpt", "--out", str(out)])
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        (["--learning-rate", "0"], "invalid --learning-rate 0.0; give a positive finite rate"),
+        (["--learning-rate", "inf"], "invalid --learning-rate inf; give a positive finite rate"),
+        (["--sparsity", "nan"], "invalid --sparsity nan; give a fraction of the weights in [0, 1)"),
+        (["--sparsity", "1.0"], "invalid --sparsity 1.0; give a fraction of the weights in [0, 1)"),
+        (["--sparsity", "-0.1"], "invalid --sparsity -0.1; give a fraction of the weights in [0, 1)"),
+    ],
+)
+def test_prune_command_rejects_invalid_numbers(
+    trained: tuple[ExperimentConfig, Path], tmp_path: Path, options: list[str], message: str
+) -> None:
+    from typer.testing import CliRunner
+
+    from ecs_train.cli import app
+    from ecs_train.config import save_yaml
+
+    config, checkpoint = trained
+    config_path = save_yaml(config, tmp_path / "config.yaml")
+    arguments = ["prune", str(config_path), "--checkpoint", str(checkpoint), "--out", str(tmp_path / "out.ckpt")]
+    if "--sparsity" not in options:
+        arguments += ["--sparsity", "0.3"]
+
+    result = CliRunner().invoke(app, [*arguments, *options])
+
+    assert result.exit_code == 2
+    assert message in result.output
+    assert not (tmp_path / "out.ckpt").exists()
+
+
+def test_prune_command_rejects_folder_as_output(trained: tuple[ExperimentConfig, Path], tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from ecs_train.cli import app
+    from ecs_train.config import save_yaml
+
+    config, checkpoint = trained
+    config_path = save_yaml(config, tmp_path / "config.yaml")
+    folder = tmp_path / "outputs"
+    folder.mkdir()
+    arguments = ["prune", str(config_path), "--checkpoint", str(checkpoint), "--sparsity", "0.3"]
+
+    result = CliRunner().invoke(app, [*arguments, "--out", str(folder), "--force"])
+
+    assert result.exit_code == 2
+    assert "is a folder; give a checkpoint file name" in result.output
+    assert list(folder.iterdir()) == []

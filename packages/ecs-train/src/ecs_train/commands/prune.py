@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 from pathlib import Path
 from typing import Annotated
 
@@ -35,8 +36,6 @@ def prune_command(
         float | None,
         typer.Option(
             "--sparsity",
-            min=0.0,
-            max=0.999999,
             help="Fraction of all weights to prune, e.g. 0.3; 0 only fine-tunes (default: config).",
         ),
     ] = None,
@@ -59,7 +58,6 @@ def prune_command(
         float | None,
         typer.Option(
             "--learning-rate",
-            min=0.0,
             help="Fine-tuning learning rate (default: pruning_cfg.learning_rate, else half of trainer_cfg's).",
         ),
     ] = None,
@@ -116,6 +114,10 @@ def prune_command(
     from ecs_train.utils import set_random_seed
 
     try:
+        if sparsity is not None and not 0.0 <= sparsity < 1.0:
+            raise ValueError(f"invalid --sparsity {sparsity}; give a fraction of the weights in [0, 1), such as 0.3")
+        if learning_rate is not None and not (math.isfinite(learning_rate) and learning_rate > 0):
+            raise ValueError(f"invalid --learning-rate {learning_rate}; give a positive finite rate, such as 0.002")
         experiment = load_yaml(config)
         if data_dir is not None:
             experiment.data_cfg.data_dir = data_dir
@@ -127,6 +129,9 @@ def prune_command(
             raise ValueError("nothing to prune: give --sparsity (a fraction such as 0.3) or --fit-hardware")
         folder = checkpoint if checkpoint.is_dir() else checkpoint.parent
         target_path = out if out is not None else folder / DEFAULT_OUTPUT_NAME
+        if target_path.is_dir():
+            example = target_path / DEFAULT_OUTPUT_NAME
+            raise ValueError(f"--out {target_path} is a folder; give a checkpoint file name, such as {example}")
         if target_path.exists() and not force:
             raise FileExistsError(f"{target_path} exists already; pass --force to overwrite it or choose --out")
 
