@@ -432,6 +432,8 @@ def test_pruning_config_sets_fine_tuning(trained: tuple[ExperimentConfig, Path])
 
     with pytest.raises(ValueError, match="schedule"):
         ExperimentConfig.model_validate({"pruning_cfg": {"schedule": "linear"}})
+    with pytest.raises(ValueError, match="finite number"):
+        ExperimentConfig.model_validate({"pruning_cfg": {"learning_rate": float("inf")}})
 
 
 # The accuracy-against-sparsity script, scripts/pruning_table.py.

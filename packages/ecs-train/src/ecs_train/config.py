@@ -144,9 +144,12 @@ class TrainerConfig(ConfigSection):
         5, ge=0, description="epochs of quantization-aware fine-tuning after num_epochs (quant_cfg.mode qat)"
     )
     batch_size: int = Field(64, ge=1, description="samples per batch on each device")
-    learning_rate: float = Field(2e-3, gt=0, description="Adam learning rate")
+    learning_rate: float = Field(2e-3, gt=0, allow_inf_nan=False, description="Adam learning rate")
     qat_learning_rate: float | None = Field(
-        None, gt=0, description="learning rate of the QAT epochs; None continues the float schedule's last rate"
+        None,
+        gt=0,
+        allow_inf_nan=False,
+        description="learning rate of the QAT epochs; None continues the float schedule's last rate",
     )
     lr_schedule: Literal["constant", "cosine"] = Field(
         "cosine", description="constant, or cosine decay over num_epochs to 5% of learning_rate"
@@ -196,7 +199,10 @@ class PruningConfig(ConfigSection):
     fine_tune_epochs: int = Field(5, ge=0, description="training epochs after each pruning iteration")
     iterations: int = Field(1, ge=1, description="pruning steps to reach the target sparsity")
     learning_rate: float | None = Field(
-        None, gt=0, description="fine-tuning learning rate, null for half of trainer_cfg.learning_rate"
+        None,
+        gt=0,
+        allow_inf_nan=False,
+        description="fine-tuning learning rate, null for half of trainer_cfg.learning_rate",
     )
     schedule: Literal["constant", "cosine"] = Field(
         "constant", description="fine-tuning learning-rate schedule: constant, or cosine decay to 5% of the rate"
