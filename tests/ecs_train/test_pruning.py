@@ -463,6 +463,8 @@ def test_pruning_table_measures_each_sparsity(
     assert load_pruning_table_script().main([*arguments, "--out", str(out)]) == 0
 
     result = json.loads(out.read_text())
+    assert result["complete"]
+    assert result["limit_batches"] == LIMIT_BATCHES
     assert result["schedule"] == "cosine"
     assert [row["sparsity"] for row in result["rows"]] == [0.0, 0.5]
     assert result["rows"][1]["reached_sparsity"] == pytest.approx(0.5, abs=1e-3)
@@ -475,64 +477,58 @@ def test_pruning_table_measures_each_sparsity(
     assert "| 0% (fine-tuning only) |" in table
 
 
-def test_pruning_table_rejects_invalid_input(tmp_path: Path) -> None:
-    script = load_pruning_table_script()
-    with pytest.raises(SystemExit, match="every value must lie in"):
-        script.parse_sparsities("0.3,1.5")
-    with pytest.raises(SystemExit, match="give comma-separated fractions"):
-        script.parse_sparsities("0.3;0.5")
-
-    out = tmp_path / "table.json"
-    out.write_text("{}")
-    with pytest.raises(SystemExit, match="exists already; pass --force"):
-        script.main(["config.yaml", "--checkpoint", "x.ckpt", "--out", str(out)])
-
-
 @pytest.mark.parametrize(
     ("options", "message"),
     [
-        (["--learning-rate", "0"], "invalid --learning-rate 0.0; give a positive finite rate"),
-        (["--learning-rate", "inf"], "invalid --learning-rate inf; give a positive finite rate"),
-        (["--sparsity", "nan"], "invalid --sparsity nan; give a fraction of the weights in [0, 1)"),
-        (["--sparsity", "1.0"], "invalid --sparsity 1.0; give a fraction of the weights in [0, 1)"),
-        (["--sparsity", "-0.1"], "invalid --sparsity -0.1; give a fraction of the weights in [0, 1)"),
+        (["--sparsities", "0.3,1.5"], "every value must lie in [0, 1)"),
+        (["--sparsities", "0.3;0.5"], "give comma-separated fractions"),
+        (["--sparsities", "0.3,,0.5"], "give comma-separated fractions"),
+        (["--iterations", "0"], "invalid --iterations 0"),
+        (["--fine-tune-epochs", "-1"], "invalid --fine-tune-epochs -1"),
+        (["--limit-batches", "0"], "invalid --limit-batches 0"),
+        (["--learning-rate", "0"], "invalid --learning-rate 0.0"),
+        (["--learning-rate", "nan"], "invalid --learning-rate nan"),
     ],
 )
-def test_prune_command_rejects_invalid_numbers(
-    trained: tuple[ExperimentConfig, Path], tmp_path: Path, options: list[str], message: str
+def test_pruning_table_rejects_invalid_options(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], options: list[str], message: str
 ) -> None:
-    from typer.testing import CliRunner
+    arguments = ["config.yaml", "--checkpoint", "x.ckpt", "--out", str(tmp_path / "table.json"), *options]
 
-    from ecs_train.cli import app
+    with pytest.raises(SystemExit) as exit_info:
+        load_pruning_table_script().main(arguments)
+
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "table.json").exists()
+
+
+def test_pruning_table_rejects_unusable_output(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    script = load_pruning_table_script()
+    existing = tmp_path / "table.json"
+    existing.write_text("{}")
+
+    with pytest.raises(SystemExit) as exists:
+        script.main(["config.yaml", "--checkpoint", "x.ckpt", "--out", str(existing)])
+    exists_message = capsys.readouterr().err
+    with pytest.raises(SystemExit) as folder:
+        script.main(["config.yaml", "--checkpoint", "x.ckpt", "--out", str(tmp_path), "--force"])
+    folder_message = capsys.readouterr().err
+
+    assert exists.value.code == 2
+    assert "exists already; pass --force" in exists_message
+    assert folder.value.code == 2
+    assert "is a folder; give a JSON file name" in folder_message
+
+
+def test_pruning_table_reports_missing_checkpoint(
+    trained: tuple[ExperimentConfig, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     from ecs_train.config import save_yaml
 
-    config, checkpoint = trained
+    config, _ = trained
     config_path = save_yaml(config, tmp_path / "config.yaml")
-    arguments = ["prune", str(config_path), "--checkpoint", str(checkpoint), "--out", str(tmp_path / "out.ckpt")]
-    if "--sparsity" not in options:
-        arguments += ["--sparsity", "0.3"]
+    arguments = [str(config_path), "--checkpoint", str(tmp_path / "missing.ckpt"), "--out", str(tmp_path / "t.json")]
 
-    result = CliRunner().invoke(app, [*arguments, *options])
-
-    assert result.exit_code == 2
-    assert message in result.output
-    assert not (tmp_path / "out.ckpt").exists()
-
-
-def test_prune_command_rejects_folder_as_output(trained: tuple[ExperimentConfig, Path], tmp_path: Path) -> None:
-    from typer.testing import CliRunner
-
-    from ecs_train.cli import app
-    from ecs_train.config import save_yaml
-
-    config, checkpoint = trained
-    config_path = save_yaml(config, tmp_path / "config.yaml")
-    folder = tmp_path / "outputs"
-    folder.mkdir()
-    arguments = ["prune", str(config_path), "--checkpoint", str(checkpoint), "--sparsity", "0.3"]
-
-    result = CliRunner().invoke(app, [*arguments, "--out", str(folder), "--force"])
-
-    assert result.exit_code == 2
-    assert "is a folder; give a checkpoint file name" in result.output
-    assert list(folder.iterdir()) == []
+    assert load_pruning_table_script().main(arguments) == 2
+    assert "missing.ckpt" in capsys.readouterr().err
