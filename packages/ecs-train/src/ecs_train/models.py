@@ -19,7 +19,7 @@ from norse.torch.functional.reset import reset_subtract, reset_value
 from torch import nn
 
 from ecs_common.errors import ConfigError
-from ecs_common.neuron import network_latency
+from ecs_common.neuron import ResetMode, network_latency
 from ecs_train.quantization import QuantizedNeuron, float_forward, is_neuron, is_quantized, neuron_kind
 
 logger = logging.getLogger(__name__)
@@ -111,7 +111,7 @@ class SpikingNetwork(nn.Module):
         num_classes: int,
         dt: float,
         readout: str = "last",
-        reset_mode: str = "to_reset",
+        reset_mode: ResetMode = "to_reset",
     ) -> None:
         super().__init__()
         if readout not in READOUTS:

@@ -6,7 +6,7 @@ import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple, cast
 
 import numpy as np
 import torch
@@ -19,7 +19,10 @@ from torch import nn
 from ecs_common.errors import ConfigError, QuantizationError
 from ecs_common.fixed_point import count_saturated, quantize_nonzero
 from ecs_common.formats import FixedPointFormat, QuantConfig
-from ecs_common.neuron import IntegerNeuronParameters, NeuronParameters, integer_parameters
+from ecs_common.neuron import IntegerNeuronParameters, NeuronParameters, ResetMode, integer_parameters
+
+if TYPE_CHECKING:
+    from ecs_train.models import SpikingNetwork
 
 logger = logging.getLogger(__name__)
 
@@ -72,7 +75,8 @@ def neuron_parameters(cell: nn.Module, size: int, dt: float) -> NeuronParameters
       as norse's current jump does.
     """
     kind = neuron_kind(cell)
-    p = cell.p
+    # The cell's norse parameters, for example LIFBoxParameters. norse ships no type information.
+    p: Any = cell.p
     ones = np.ones(size)
 
     if kind == "if":
@@ -143,8 +147,8 @@ def weight_words(weight: torch.Tensor, fmt: FixedPointFormat) -> torch.Tensor:
 class _QuantizedWeightMixin:
     """Weight quantization shared by :class:`QuantizedLinear` and :class:`QuantizedConv2d`."""
 
-    weight: nn.Parameter
-    bias: nn.Parameter | None
+    weight: torch.Tensor
+    bias: torch.Tensor | None
     weight_format: FixedPointFormat
     max_input: float
     quantized: bool
@@ -181,7 +185,9 @@ class _QuantizedWeightMixin:
         return torch.float32 if bound < FLOAT32_EXACT_LIMIT else torch.float64
 
 
-class QuantizedLinear(_QuantizedWeightMixin, nn.Linear):
+# torch 2.14's nn.Linear has no class-level annotation of bias, so mypy infers Parameter from the
+# assignment in __init__, although bias is None for a layer built with bias=False.
+class QuantizedLinear(_QuantizedWeightMixin, nn.Linear):  # type: ignore[misc]
     """Linear layer whose quantized forward returns the integer sum of weight words.
 
     The input must hold integers (spikes, or spike counts up to ``max_input``)
@@ -197,8 +203,9 @@ class QuantizedLinear(_QuantizedWeightMixin, nn.Linear):
         masks) stay as they are, so optimizer state remains valid.
         """
         linear.__class__ = cls
-        linear._init_quantization(weight_format, max_input)
-        return linear
+        quantized = cast(QuantizedLinear, linear)
+        quantized._init_quantization(weight_format, max_input)
+        return quantized
 
     def forward(self, input: torch.Tensor) -> torch.Tensor:
         if not self.quantized:
@@ -221,8 +228,9 @@ class QuantizedConv2d(_QuantizedWeightMixin, nn.Conv2d):
     def from_float(cls, conv: nn.Conv2d, weight_format: FixedPointFormat, max_input: float = 1.0) -> QuantizedConv2d:
         """Turn ``conv`` into a quantized layer in place and return it, keeping parameters, buffers and hooks."""
         conv.__class__ = cls
-        conv._init_quantization(weight_format, max_input)
-        return conv
+        quantized = cast(QuantizedConv2d, conv)
+        quantized._init_quantization(weight_format, max_input)
+        return quantized
 
     def forward(self, input: torch.Tensor) -> torch.Tensor:
         if not self.quantized:
@@ -265,13 +273,23 @@ class QuantizedNeuron(nn.Module):
     With ``quantized`` set to False the module runs ``cell`` unchanged.
     """
 
+    # Non-persistent float64 buffers of the layer's shape, registered by _register.
+    k_mem: torch.Tensor
+    v_leak: torch.Tensor
+    v_threshold: torch.Tensor
+    v_reset: torch.Tensor
+    unit: torch.Tensor
+    k_syn: torch.Tensor
+    slope_mem: torch.Tensor
+    slope_syn: torch.Tensor
+
     def __init__(
         self,
         cell: nn.Module,
         shape: tuple[int, ...],
         dt: float,
         quant_cfg: QuantConfig,
-        reset_mode: str = "to_reset",
+        reset_mode: ResetMode = "to_reset",
         name: str = "layer",
     ) -> None:
         super().__init__()
@@ -543,7 +561,7 @@ def _check_reset_mode(cell: nn.Module, kind: str, reset_mode: str, name: str) ->
 QUANTIZED_MODULES = (QuantizedLinear, QuantizedConv2d, QuantizedNeuron)
 
 
-def quantize_model(model: nn.Module, quant_cfg: QuantConfig) -> nn.Module:
+def quantize_model(model: SpikingNetwork, quant_cfg: QuantConfig) -> SpikingNetwork:
     """Switch a network to the quantized forward, in place, and return it.
 
     ``model`` is an ``ecs_train.models.SpikingNetwork`` (any module with
@@ -679,7 +697,7 @@ def quantize_weights(model: nn.Module, wl: int, fl: int) -> WeightQuantizationRe
     return report
 
 
-def prepare_quantized(model: nn.Module, quant_cfg: QuantConfig) -> WeightQuantizationReport:
+def prepare_quantized(model: SpikingNetwork, quant_cfg: QuantConfig) -> WeightQuantizationReport:
     """Apply post-training quantization: round the weights in place, then switch to the quantized forward."""
     fmt = quant_cfg.weight_format
     report = quantize_weights(model, fmt.wl, fmt.fl)
