@@ -22,6 +22,9 @@ logger = logging.getLogger(__name__)
 # Maximum number of validation errors listed in one ConfigError message. Further errors are only counted.
 MAX_LISTED_ERRORS = 50
 
+# Learning-rate schedules of training (trainer_cfg.lr_schedule) and of fine-tuning after pruning.
+LearningRateSchedule = Literal["constant", "cosine"]
+
 
 class ConfigSection(BaseModel):
     """Base of every config section: unknown keys are errors, and assignments are validated.
@@ -151,7 +154,7 @@ class TrainerConfig(ConfigSection):
         allow_inf_nan=False,
         description="learning rate of the QAT epochs; None continues the float schedule's last rate",
     )
-    lr_schedule: Literal["constant", "cosine"] = Field(
+    lr_schedule: LearningRateSchedule = Field(
         "cosine", description="constant, or cosine decay over num_epochs to 5% of learning_rate"
     )
     weight_decay: float = Field(0.0, ge=0, description="Adam weight decay (L2 penalty)")
@@ -204,7 +207,7 @@ class PruningConfig(ConfigSection):
         allow_inf_nan=False,
         description="fine-tuning learning rate, null for half of trainer_cfg.learning_rate",
     )
-    schedule: Literal["constant", "cosine"] = Field(
+    schedule: LearningRateSchedule = Field(
         "constant", description="fine-tuning learning-rate schedule: constant, or cosine decay to 5% of the rate"
     )
 

@@ -24,7 +24,7 @@ import logging
 import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 
 import numpy as np
 import torch
@@ -89,7 +89,7 @@ class NeuronStage:
         """Number of neurons in the layer."""
         return math.prod(self.shape)
 
-    def weight_modules(self) -> list[tuple[str, nn.Module]]:
+    def weight_modules(self) -> list[tuple[str, nn.Linear | nn.Conv2d]]:
         """Return the Linear and Conv2d modules of the chain, whose weights are the layer's synapses."""
         return [(path, module) for path, module in self.chain if isinstance(module, (nn.Linear, nn.Conv2d))]
 
@@ -115,7 +115,7 @@ def neuron_stages(network: SpikingNetwork) -> list[NeuronStage]:
     return stages
 
 
-def effective_weight(module: nn.Module) -> torch.Tensor:
+def effective_weight(module: nn.Linear | nn.Conv2d) -> torch.Tensor:
     """Return the weight a layer computes with, pruning mask applied, detached.
 
     ``torch.nn.utils.prune`` recomputes ``module.weight`` only on a forward
@@ -589,6 +589,7 @@ def _neuron_slots_to_fit(specs: list[LayerSpec], num_cores: int) -> int:
 
 def _resolve(model_or_config: Any, accelerator_config: Any) -> tuple[SpikingNetwork, AcceleratorConfig, bool]:
     """Return the network, the accelerator config and whether the weights are the dense upper bound."""
+    config: ExperimentConfig | None
     if isinstance(model_or_config, ExperimentConfig):
         config = model_or_config
         network = build_network_from_config(config)
@@ -715,7 +716,10 @@ def constraint_report(
 
 
 def _count(spec: LayerSpec) -> int:
-    return sum(int(np.count_nonzero(np.asarray(connection.weights.value))) for connection in spec.incoming)
+    # layer_specs builds every connection from synapse_matrix, so its weights are SparseWeights.
+    return sum(
+        int(np.count_nonzero(np.asarray(cast(SparseWeights, connection.weights).value))) for connection in spec.incoming
+    )
 
 
 def _check_empty_layers(specs: list[LayerSpec]) -> None:
@@ -906,7 +910,7 @@ def check_constraints(
     return check
 
 
-def iter_weight_modules(network: SpikingNetwork) -> Iterator[tuple[str, nn.Module]]:
+def iter_weight_modules(network: SpikingNetwork) -> Iterator[tuple[str, nn.Linear | nn.Conv2d]]:
     """Yield ``(path, module)`` of every Linear and Conv2d of the network: the prunable weights."""
     for stage in neuron_stages(network):
         yield from stage.weight_modules()

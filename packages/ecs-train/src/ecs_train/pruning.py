@@ -24,7 +24,7 @@ import math
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import pytorch_lightning as pl
@@ -36,7 +36,7 @@ from ecs_common.errors import ConfigError, ResourceError
 from ecs_common.fixed_point import quantize
 from ecs_common.hardware_config import AcceleratorConfig
 from ecs_train.checkpoint_config import read_checkpoint
-from ecs_train.config import ExperimentConfig
+from ecs_train.config import ExperimentConfig, LearningRateSchedule
 from ecs_train.constraints import (
     ConstraintReport,
     EmptyLayerError,
@@ -79,7 +79,7 @@ MAX_REFITS = 3
 # Masks and sparsity.
 
 
-def prunable_parameters(network: SpikingNetwork) -> list[tuple[str, nn.Module]]:
+def prunable_parameters(network: SpikingNetwork) -> list[tuple[str, nn.Linear | nn.Conv2d]]:
     """Return ``(path, module)`` of every Linear and Conv2d whose ``weight`` is pruned, input to output."""
     return list(iter_weight_modules(network))
 
@@ -98,7 +98,9 @@ def masks_of(network: SpikingNetwork) -> dict[str, torch.Tensor]:
     masks = {}
     for path, module in prunable_parameters(network):
         if is_pruned(module):
-            masks[f"{path}.weight"] = module.weight_mask.detach().cpu().to(torch.bool)
+            # torch.nn.utils.prune registers weight_mask as a buffer, so nn.Module's type hints do not declare it.
+            weight_mask = cast(torch.Tensor, module.weight_mask)
+            masks[f"{path}.weight"] = weight_mask.detach().cpu().to(torch.bool)
         else:
             masks[f"{path}.weight"] = module.weight.detach().cpu() != 0
     return masks
@@ -301,7 +303,8 @@ def fine_tune(
     original = model.config
     tuned = original.model_copy(deep=True)
     tuned.trainer_cfg.learning_rate = learning_rate
-    tuned.trainer_cfg.lr_schedule = schedule
+    # The check above accepts only the values of FINE_TUNE_SCHEDULES.
+    tuned.trainer_cfg.lr_schedule = cast(LearningRateSchedule, schedule)
     tuned.trainer_cfg.num_epochs = epochs
     tuned.trainer_cfg.qat_learning_rate = None
     trainer_cfg = tuned.trainer_cfg
