@@ -7,7 +7,7 @@ import logging
 import math
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytorch_lightning as pl
 import torch
@@ -179,18 +179,23 @@ class QuantizationSchedule(Callback):
         self.float_epochs = config.trainer_cfg.num_epochs
         self.checkpoint_dir = config.trainer_cfg.checkpoint_dir
 
+    # Lightning types pl_module as LightningModule. Only build_trainer adds this callback, and its trainers
+    # fit a SpikingClassifier.
+
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if not self.quant_cfg.enabled or self.quant_cfg.mode != "qat":
             return
-        if trainer.current_epoch >= self.float_epochs and not pl_module.network.quantized:
+        model = cast(SpikingClassifier, pl_module)
+        if trainer.current_epoch >= self.float_epochs and not model.network.quantized:
             logger.info("epoch %d: switching to quantization-aware training", trainer.current_epoch)
-            pl_module.set_quantized(True)
+            model.set_quantized(True)
 
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if self.quant_cfg.enabled and not pl_module.network.quantized:
+        model = cast(SpikingClassifier, pl_module)
+        if self.quant_cfg.enabled and not model.network.quantized:
             fmt = self.quant_cfg.weight_format
-            report = quantize_weights(pl_module.network, fmt.wl, fmt.fl)
-            pl_module.set_quantized(True)
+            report = quantize_weights(model.network, fmt.wl, fmt.fl)
+            model.set_quantized(True)
             logger.info(
                 "post-training quantization to %s: %d of %d weights saturated",
                 fmt,
@@ -281,7 +286,9 @@ def initialize_experiment(
 
 def find_callback(trainer: pl.Trainer, callback_type: type[Callback]) -> Any:
     """Return the trainer's first callback of ``callback_type``, or ``None``."""
-    return next((callback for callback in trainer.callbacks if isinstance(callback, callback_type)), None)
+    # pytorch_lightning 2.6 assigns Trainer.callbacks in its callback connector and never declares it on Trainer.
+    callbacks: list[Callback] = trainer.callbacks  # type: ignore[attr-defined]
+    return next((callback for callback in callbacks if isinstance(callback, callback_type)), None)
 
 
 def _resolve_checkpoint(checkpoint_path: str | os.PathLike[str]) -> Path:
