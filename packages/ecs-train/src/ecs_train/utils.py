@@ -39,8 +39,10 @@ def atomic_write(path: str | os.PathLike[str], binary: bool = False) -> Iterator
     umask = os.umask(0)
     os.umask(umask)
     os.chmod(temporary, 0o666 & ~umask)
+    mode = "wb" if binary else "w"
+    encoding = None if binary else "utf-8"
     try:
-        with os.fdopen(descriptor, "wb" if binary else "w", **({} if binary else {"encoding": "utf-8"})) as handle:
+        with os.fdopen(descriptor, mode, encoding=encoding) as handle:
             yield handle
             handle.flush()
             os.fsync(handle.fileno())
