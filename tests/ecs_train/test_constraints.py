@@ -166,6 +166,25 @@ def test_magnitude_search_count_is_smallest_that_fits() -> None:
     assert not constraint_report(one_fewer, accelerator, search_pruning=False).fits
 
 
+def test_split_layers_need_pruning_within_total_capacity() -> None:
+    config = nmnist_config()
+    config.hardware_cfg.num_synapses_core = 16384
+    config.hardware_cfg.num_routes = 16384
+    network, fmt = quantized_network(config)
+    accelerator = accelerator_config_of(config)
+    # Down to exactly the 3 * 16384 synapses that the cores after the input core hold in total.
+    _prune_smallest(network, fmt, constraint_report(network, accelerator).synapses_to_prune)
+
+    report = constraint_report(network, accelerator, search_pruning=False)
+
+    assert report.num_synapses == 3 * 16384
+    assert not report.fits
+    assert report.synapses_to_prune == 0
+    assert report.global_pruning_necessary
+    assert "at least 0 synapses" not in report.summary()
+    assert "the synapses fit the cores in total, but the layers split over more cores" in report.summary()
+
+
 def test_single_neuron_fan_in_overflow() -> None:
     config = nmnist_config()
     config.hardware_cfg.num_synapses_core = 500

@@ -429,8 +429,13 @@ class ConstraintReport:
             lines.append(self.message)
         if self.fan_in_out_pruning_necessary:
             lines.append("fan-in/fan-out pruning necessary: a single neuron exceeds a core's budget")
-        if self.global_pruning_necessary:
+        if self.global_pruning_necessary and self.synapses_to_prune > 0:
             lines.append(f"global pruning necessary: at least {self.synapses_to_prune} synapses must go")
+        elif self.global_pruning_necessary:
+            lines.append(
+                "global pruning necessary: the synapses fit the cores in total, but the layers split over more "
+                "cores than there are; fewer synapses per layer need fewer cores"
+            )
         if self.synapses_to_prune_by_magnitude is not None:
             remaining = self.num_synapses - self.synapses_to_prune_by_magnitude
             lines.append(
