@@ -432,6 +432,25 @@ def test_check_command_json(tmp_path: Path) -> None:
     assert json.loads(result.stdout)["num_synapses"] == 578 * 128 + 128 * 10
 
 
+def test_check_command_json_for_unplaceable_network(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from ecs_train.cli import app
+
+    config = nmnist_config()
+    config.hardware_cfg.num_neurons_core = 512
+    config.hardware_cfg.num_cores = 3
+    path = write_config(config, tmp_path / "config.yaml")
+
+    result = CliRunner().invoke(app, ["check", str(path), "--json"])
+
+    assert result.exit_code == 1
+    document = json.loads(result.stdout)
+    assert document["fits"] is False
+    assert document["error"]["type"] == "NeuronCapacityError"
+    assert "layer 'input' has 578 neurons" in document["error"]["message"]
+
+
 def test_check_command_missing_config(tmp_path: Path) -> None:
     from typer.testing import CliRunner
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -61,6 +61,8 @@ def check_command(
         report = constraint_report(subject, accelerator, allow_saturation=True if allow_saturation else None)
     except ResourceError as error:
         print_error(error)
+        if as_json:
+            typer.echo(json.dumps(_resource_error_dict(error), indent=2))
         raise typer.Exit(EXIT_DOES_NOT_FIT) from None
     except (ECSError, OSError, ValueError) as error:
         print_error(error)
@@ -72,3 +74,9 @@ def check_command(
         Console(width=120).print(report)
     if not report.fits:
         raise typer.Exit(EXIT_DOES_NOT_FIT)
+
+
+def _resource_error_dict(error: ResourceError) -> dict[str, Any]:
+    # The --json output when no placement exists: the error's facts in place of a report.
+    facts = {name: getattr(error, name, None) for name in ("layer", "core", "resource", "limit", "demand")}
+    return {"fits": False, "error": {"type": type(error).__name__, "message": str(error), **facts}}
