@@ -173,7 +173,6 @@ def test_utilization_table_is_printed(tmp_path, capsys):
     assert "16 / 1024" in printed
 
 
-
 def _write_mem_files_cli(nir_file, out):
     network_path, _ = nir_file
     result = CliRunner().invoke(app, ["memfiles", str(network_path), "--out", str(out)])

@@ -137,19 +137,29 @@ def test_leading_json_ignores_status_line():
 
 
 def summary(comparison_exact: bool = True) -> dict:
-    placement = {"cores": [{"core": 0, "layer": "input", "neurons": 512, "synapses": 0, "routes": 512,
-                            "unique_weights": 0}]}
+    placement = {
+        "cores": [{"core": 0, "layer": "input", "neurons": 512, "synapses": 0, "routes": 512, "unique_weights": 0}]
+    }
     hardware = {"num_neurons_core": 1024, "num_synapses_core": 65536, "num_routes": 4096, "num_weights_core": 256}
     return {
         "config": "config/digits_feed_forward.yaml",
         "test_samples": 10,
         "accuracy": {"float": 0.9, "quantized": 0.8, "pruned": None, "deployed": 0.8},
         "sparsity": 0.25,
-        "comparison": {"num_samples": 10, "num_timesteps": 20, "num_outputs": 10, "output_mismatches": 0,
-                       "max_abs_error": 0, "mse": 0.0, "exact": comparison_exact},
+        "comparison": {
+            "num_samples": 10,
+            "num_timesteps": 20,
+            "num_outputs": 10,
+            "output_mismatches": 0,
+            "max_abs_error": 0,
+            "mse": 0.0,
+            "exact": comparison_exact,
+        },
         "utilization": core_utilization(placement, hardware),
-        "stages": {"train": {"status": "ok", "wall_s": 12.5, "detail": ""},
-                   "prune": {"status": "skipped", "wall_s": 0.0, "detail": ""}},
+        "stages": {
+            "train": {"status": "ok", "wall_s": 12.5, "detail": ""},
+            "prune": {"status": "skipped", "wall_s": 0.0, "detail": ""},
+        },
         "total_wall_s": 13.0,
     }
 

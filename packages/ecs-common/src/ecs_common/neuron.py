@@ -257,9 +257,7 @@ def initial_state(params: IntegerNeuronParameters, batch_shape: tuple[int, ...] 
     return NeuronState(v=np.zeros(shape, dtype=np.int64), i=current)
 
 
-def integer_step(
-    params: IntegerNeuronParameters, state: NeuronState, x: np.ndarray
-) -> tuple[NeuronState, np.ndarray]:
+def integer_step(params: IntegerNeuronParameters, state: NeuronState, x: np.ndarray) -> tuple[NeuronState, np.ndarray]:
     """Advance a layer by one timestep in integer arithmetic.
 
     ``x`` holds the summed weight words (plus bias words) that arrive at each

@@ -199,9 +199,7 @@ def save_expected(path: str | os.PathLike[str], expected: ExpectedOutputs, force
     return _write_npz(Path(path), expected_arrays(expected), force)
 
 
-def save_vectors(
-    path: str | os.PathLike[str], x: Any, y: Any, expected: ExpectedOutputs, force: bool = False
-) -> Path:
+def save_vectors(path: str | os.PathLike[str], x: Any, y: Any, expected: ExpectedOutputs, force: bool = False) -> Path:
     """Write samples and expected outputs into one archive atomically (the golden-vector layout)."""
     return _write_npz(Path(path), {**sample_arrays(x, y), **expected_arrays(expected)}, force)
 

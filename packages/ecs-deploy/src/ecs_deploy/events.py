@@ -136,9 +136,7 @@ def load_samples(path: str | Path) -> tuple[np.ndarray, np.ndarray | None]:
         loaded = np.load(path, allow_pickle=False)
     except (OSError, ValueError, EOFError) as error:
         # numpy's own message for such files suggests allow_pickle=True, which would run code from the file.
-        raise InputError(
-            f"sample file {str(path)!r} is not a valid .npy/.npz sample file; {SAMPLE_FORMAT}"
-        ) from error
+        raise InputError(f"sample file {str(path)!r} is not a valid .npy/.npz sample file; {SAMPLE_FORMAT}") from error
 
     if isinstance(loaded, np.ndarray):
         return loaded, None
