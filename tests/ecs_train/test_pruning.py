@@ -139,7 +139,7 @@ def test_prune_emptying_layer_raises_before_changes() -> None:
     with torch.no_grad():
         network.layers[3].weight.mul_(1e-6)
 
-    with pytest.raises(EmptyLayerError, match=r"would remove every weight of 'layers.3'"):
+    with pytest.raises(EmptyLayerError, match=r"pruning to sparsity 50% would remove every weight of 'layers.3'"):
         prune_to_sparsity(network, 0.5)
     assert not any(is_pruned(module) for _, module in prunable_parameters(network))
 

@@ -164,7 +164,7 @@ def _check_no_empty_layer(network: SpikingNetwork, sparsity: float) -> None:
     for path, module in prunable_parameters(network):
         if not bool((effective_weight(module) != 0).any()):
             raise EmptyLayerError(
-                f"pruning to sparsity {sparsity:.1%} removed every weight of {path!r}, so the layer behind it "
+                f"pruning to sparsity {100 * sparsity:.6g}% removed every weight of {path!r}, so the layer behind it "
                 "would receive no input; prune to a lower sparsity"
             )
 
@@ -205,8 +205,8 @@ def prune_to_sparsity(network: SpikingNetwork, sparsity: float) -> float:
     emptied = _predict_empty_layer(network, count)
     if emptied is not None:
         raise EmptyLayerError(
-            f"pruning to sparsity {sparsity:.1%} would remove every weight of {emptied!r}, so the layer behind it "
-            "would receive no input; prune to a lower sparsity"
+            f"pruning to sparsity {100 * sparsity:.6g}% would remove every weight of {emptied!r}, "
+            "so the layer behind it would receive no input; prune to a lower sparsity"
         )
 
     # Zero weights without a mask get one first, so that global_unstructured counts them as pruned.
