@@ -184,6 +184,22 @@ def test_cli_fit_reports_accuracy(tmp_path: Path) -> None:
     assert forced.exit_code == 0, forced.output
 
 
+def test_cli_fit_missing_data_dir_exits_2(tmp_path: Path) -> None:
+    path = _cli_config(tmp_path)
+    output = tmp_path / "cli_output"
+    earlier = output / "checkpoints" / "final.ckpt"
+    earlier.parent.mkdir(parents=True)
+    earlier.write_bytes(b"earlier run")
+    arguments = ["fit", str(path), "--output", str(output), "--data-dir", str(tmp_path / "missing"), "--force"]
+
+    result = CliRunner().invoke(app, arguments)
+
+    assert result.exit_code == 2
+    assert f"data_dir {tmp_path / 'missing'} of dataset digits is not a folder" in result.output
+    assert "Traceback" not in result.output
+    assert earlier.read_bytes() == b"earlier run"
+
+
 def test_cli_bad_config_exits_2(tmp_path: Path) -> None:
     path = tmp_path / "bad.yaml"
     path.write_text(yaml.safe_dump({"trainer_cfg": {"num_epochs": -1, "batch_size": "big"}}), encoding="utf-8")

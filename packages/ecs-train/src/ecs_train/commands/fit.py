@@ -57,6 +57,14 @@ def fit(
     except (ConfigError, ValidationError) as error:
         _fail(str(error), EXIT_USAGE)
 
+    # A missing data folder is reported before Lightning starts and before earlier checkpoints go.
+    from ecs_train.data.module import check_data_files
+
+    try:
+        check_data_files(experiment.data_cfg)
+    except DatasetUnavailableError as error:
+        _fail(str(error), EXIT_USAGE)
+
     checkpoint_dir = experiment.trainer_cfg.checkpoint_dir
     _clear_earlier_checkpoints(checkpoint_dir, force)
 
