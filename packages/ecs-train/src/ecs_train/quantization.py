@@ -350,23 +350,22 @@ class QuantizedNeuron(nn.Module):
         zeros = torch.zeros((x.shape[0], *self.shape), dtype=torch.float64, device=x.device)
         return IntegerState(v=zeros, i=zeros.clone() if self.kind == "cubalif" else None)
 
-    def _decay(self, value: torch.Tensor, rest: torch.Tensor | float, factor: torch.Tensor) -> torch.Tensor:
-        # floor((value - rest) * factor / 2**fl_k), the arithmetic shift of integer_step.
-        surrogate = (value - rest) * factor * (2.0**-self.decay_fl)
-        if self.decay_exact_in_float64:
-            exact = torch.floor(surrogate.detach())
-        else:
-            difference = (value.detach() - rest).to(torch.int64)
-            exact = torch.bitwise_right_shift(difference * factor.to(torch.int64), self.decay_fl).to(torch.float64)
-        return straight_through(surrogate, exact)
+    def _decay(
+        self, value: torch.Tensor, rest: torch.Tensor | float, factor: torch.Tensor, slope: torch.Tensor
+    ) -> torch.Tensor:
+        # floor((value - rest) * K / 2**fl_k) with a straight-through gradient; slope is K / 2**fl_k.
+        surrogate = (value - rest) * slope
+        return straight_through(surrogate, self._exact_decay(value.detach(), rest, factor, slope))
 
     def _saturate(self, value: torch.Tensor) -> torch.Tensor:
         return torch.clamp(value, self.state_min, self.state_max)
 
-    def _exact_decay(self, value: torch.Tensor, rest: torch.Tensor | float, factor: torch.Tensor) -> torch.Tensor:
-        # The forward value of _decay without its gradient. The factor is K, the integer decay word.
+    def _exact_decay(
+        self, value: torch.Tensor, rest: torch.Tensor | float, factor: torch.Tensor, slope: torch.Tensor
+    ) -> torch.Tensor:
+        # floor((value - rest) * K / 2**fl_k) without a gradient, where factor is the decay word K
+        # and slope is K / 2**fl_k.
         if self.decay_exact_in_float64:
-            slope = self.slope_mem if factor is self.k_mem else self.slope_syn
             return torch.floor((value - rest) * slope)
         difference = (value - rest).to(torch.int64)
         return torch.bitwise_right_shift(difference * factor.to(torch.int64), self.decay_fl).to(torch.float64)
@@ -399,13 +398,13 @@ class QuantizedNeuron(nn.Module):
         jumped_all = torch.empty_like(x) if current is not None else None
 
         for step in range(x.shape[0]):
-            leak = self._exact_decay(v, self.v_leak, self.k_mem)
+            leak = self._exact_decay(v, self.v_leak, self.k_mem, self.slope_mem)
             u = membrane[step]
             if current is not None and jumped_all is not None:
                 jumped = torch.add(current, x[step], out=jumped_all[step])
                 jumped = jumped.clamp(self.state_min, self.state_max)
                 torch.sub(v, leak, out=u).add_(jumped)
-                current = jumped - self._exact_decay(jumped, 0.0, self.k_syn)
+                current = jumped - self._exact_decay(jumped, 0.0, self.k_syn, self.slope_syn)
             else:
                 torch.sub(v, leak, out=u).add_(x[step])
             v = u.clamp(self.state_min, self.state_max)
@@ -446,13 +445,13 @@ class QuantizedNeuron(nn.Module):
 
         v = state.v
         current = state.i
-        leak = self._decay(v, self.v_leak, self.k_mem)
+        leak = self._decay(v, self.v_leak, self.k_mem, self.slope_mem)
         if self.kind == "cubalif":
             # norse 1.1.0's order, as in integer_step: the input jumps into the synaptic current, the membrane
             # integrates that current in the same step, then the current decays.
             jumped = self._saturate(current + x)
             v = self._saturate(v - leak + jumped)
-            current = jumped - self._decay(jumped, 0.0, self.k_syn)
+            current = jumped - self._decay(jumped, 0.0, self.k_syn, self.slope_syn)
         else:
             v = self._saturate(v - leak + x)
 
