@@ -166,13 +166,13 @@ def test_magnitude_search_count_is_smallest_that_fits() -> None:
     assert not constraint_report(one_fewer, accelerator, search_pruning=False).fits
 
 
-def test_split_layers_need_pruning_within_total_capacity() -> None:
+def test_split_layers_need_global_pruning() -> None:
     config = nmnist_config()
     config.hardware_cfg.num_synapses_core = 16384
     config.hardware_cfg.num_routes = 16384
     network, fmt = quantized_network(config)
     accelerator = accelerator_config_of(config)
-    # Down to exactly the 3 * 16384 synapses that the cores after the input core hold in total.
+    # Down to exactly the 3 * 16384 synapses that the cores after the input core store in total.
     _prune_smallest(network, fmt, constraint_report(network, accelerator).synapses_to_prune)
 
     report = constraint_report(network, accelerator, search_pruning=False)
@@ -432,7 +432,7 @@ def test_check_command_json(tmp_path: Path) -> None:
     assert json.loads(result.stdout)["num_synapses"] == 578 * 128 + 128 * 10
 
 
-def test_check_command_json_for_unplaceable_network(tmp_path: Path) -> None:
+def test_check_json_unplaceable_network(tmp_path: Path) -> None:
     from typer.testing import CliRunner
 
     from ecs_train.cli import app

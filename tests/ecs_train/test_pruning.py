@@ -388,7 +388,7 @@ def test_prune_command_needs_a_target(trained: tuple[ExperimentConfig, Path], tm
     assert "nothing to prune: give --sparsity" in result.output
 
 
-def test_prune_command_reads_fine_tuning_config(trained: tuple[ExperimentConfig, Path], tmp_path: Path) -> None:
+def test_prune_reads_fine_tuning_config(trained: tuple[ExperimentConfig, Path], tmp_path: Path) -> None:
     from typer.testing import CliRunner
 
     from ecs_train.cli import app

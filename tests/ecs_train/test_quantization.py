@@ -337,7 +337,7 @@ def test_run_sequence_without_gradient() -> None:
 
 
 @pytest.mark.parametrize("kind", ["if", "lif", "cubalif", "li"])
-def test_run_sequence_gradient_at_saturation_bounds(kind: str) -> None:
+def test_run_sequence_saturation_bounds(kind: str) -> None:
     # Q(4,1) states span words -8 to 7, so small inputs land exactly on both bounds,
     # where torch.clamp passes no gradient.
     quant = QuantConfig(
